@@ -1,0 +1,11 @@
+"""minildm: Latent Diffusion Models (Rombach et al., CVPR 2022) from scratch, for reading and teaching.
+
+The pipeline, in the paper's order: datasets -> autoencoder (sec. 3.1) -> diffusion (sec. 3.2)
+-> U-Net with cross-attention (sec. 3.3) -> conditioning (text, classes, concatenation) ->
+samplers and applications (sec. 4).
+"""
+
+from minildm.nn.attention import MultiHeadAttention, attention
+from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+# Public names, one line per part of the pipeline (each helper adds its own below).

@@ -1,0 +1,1 @@
+"""Hand-written neural network parts: attention, transformer blocks, the U-Net."""

@@ -1,0 +1,72 @@
+"""Pictures: image grids and loss curves (matplotlib, no screen needed).
+
+Images everywhere in minildm are tensors (B, 3, H, W) in [-1, 1]; these helpers map them to
+[0, 1] for display.
+"""
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+if "MPLBACKEND" not in os.environ and not os.environ.get("DISPLAY"):
+    matplotlib.use("Agg")  # draw to files on machines without a screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile images (B, C, H, W) in [-1, 1] into one (rows*(H+pad), nrow*(W+pad), 3) array in [0, 1]."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
+    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).expand(-1, 3, -1, -1)
+    B, _, H, W = images.shape
+    ncol = min(nrow, B)
+    nrows = (B + ncol - 1) // ncol
+    grid = np.ones((nrows * (H + pad) + pad, ncol * (W + pad) + pad, 3), dtype=np.float32)
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        grid[top : top + H, left : left + W] = images[i].permute(1, 2, 0).numpy()  # (H, W, 3)
+    return grid
+
+
+def save_image_grid(
+    images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, title: str | None = None, scale: float = 0.5
+) -> Path:
+    """Save a grid of images (B, C, H, W) in [-1, 1] as a PNG; returns the path."""
+    grid = image_grid(images, nrow)
+    height, width = grid.shape[:2]
+    fig = plt.figure(figsize=(max(2.0, width * scale / 16), max(2.0, height * scale / 16) + (0.4 if title else 0)))
+    plt.imshow(grid, interpolation="nearest")
+    plt.axis("off")
+    if title:
+        plt.title(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_loss_curves(history: dict[str, list[float]], path: str | os.PathLike, title: str = "training loss") -> Path:
+    """Plot each named series of per-step values (a smoothed line over the raw points)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in history.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            continue
+        steps = np.arange(1, values.size + 1)
+        ax.plot(steps, values, alpha=0.25)
+        window = max(1, values.size // 50)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label=name, color=ax.lines[-1].get_color())
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return path
