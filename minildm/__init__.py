@@ -9,3 +9,4 @@ from minildm.nn.attention import MultiHeadAttention, attention
 from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # Public names, one line per part of the pipeline (each helper adds its own below).
+from minildm.datasets import ShapesConfig, ShapesDataset

@@ -1,0 +1,9 @@
+"""Datasets: the built-in captioned shapes (generated offline) and loaders for real datasets.
+
+Every dataset gives images (B, 3, H, W) float in [-1, 1]; the shapes dataset adds captions,
+attribute labels, boxes and object masks.
+"""
+
+from minildm.datasets.attributes import COLOURS, HELDOUT_COMBINATIONS, POSITIONS, SHAPES, SIZES
+from minildm.datasets.captions import caption_for, prompt_for
+from minildm.datasets.shapes import ShapesConfig, ShapesDataset, data_root, generate_shapes
