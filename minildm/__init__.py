@@ -10,3 +10,4 @@ from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 
 # Public names, one line per part of the pipeline (each helper adds its own below).
 from minildm.datasets import ShapesConfig, ShapesDataset
+from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss
