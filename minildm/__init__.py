@@ -9,5 +9,6 @@ from minildm.nn.attention import MultiHeadAttention, attention
 from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # Public names, one line per part of the pipeline (each helper adds its own below).
+from minildm.nn import UNet, UNetConfig
 from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss

@@ -1,1 +1,3 @@
 """Hand-written neural network parts: attention, transformer blocks, the U-Net."""
+
+from minildm.nn.unet import UNet, UNetConfig

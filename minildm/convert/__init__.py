@@ -1,0 +1,1 @@
+"""Converters that load weights of independent implementations (diffusers, transformers) into minildm modules."""

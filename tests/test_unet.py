@@ -1,0 +1,130 @@
+"""minildm.UNet: parity with diffusers' UNet2DConditionModel through the converter (values and
+gradients), the SD 1.x key layout, the timestep embedding, and input checks."""
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
+
+from minildm import UNet, UNetConfig
+from minildm.convert.diffusers_unet import config_from_diffusers, convert_state_dict, diffusers_config, load_diffusers_unet
+from minildm.nn.embeddings import timestep_embedding
+
+TINY = dict(base_channels=32, channel_mult=(1, 2), norm_groups=8)
+CONFIGS = {
+    "text": UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_heads=4),
+    "class": UNetConfig(**TINY, attention_levels=(), num_classes=5, head_dim=8, resblock_scale_shift=True),
+    "inpaint": UNetConfig(**TINY, extra_in_channels=5, attention_levels=(0, 1), context_dim=24, transformer_depth=2),
+}
+
+
+def inputs(cfg: UNetConfig, B=2, H=8):
+    return dict(
+        x=torch.randn(B, cfg.in_channels, H, H),
+        t=torch.tensor([3, 700.5]),
+        context=torch.randn(B, 7, cfg.context_dim) if cfg.context_dim else None,
+        class_labels=torch.tensor([0, cfg.num_classes - 1]) if cfg.num_classes else None,
+        x_concat=torch.randn(B, cfg.extra_in_channels, H, H) if cfg.extra_in_channels else None,
+    )
+
+
+def diffusers_forward(ref, x, t, context, class_labels, x_concat):
+    sample = x if x_concat is None else torch.cat([x, x_concat], dim=1)
+    return ref(sample, t, context, class_labels=class_labels).sample
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_parity_with_diffusers(name):
+    cfg = CONFIGS[name]
+    ref = UNet2DConditionModel(**diffusers_config(cfg))
+    assert config_from_diffusers(dict(ref.config)) == cfg
+    ours = load_diffusers_unet(dict(ref.config), ref.state_dict())
+    args = inputs(cfg)
+    out_ref, out_ours = diffusers_forward(ref, **args), ours(**args)
+    torch.testing.assert_close(out_ours, out_ref, rtol=0, atol=1e-5)
+    # same gradients for every weight, matched through the converter's key mapping
+    out_ref.square().mean().backward()
+    out_ours.square().mean().backward()
+    ref_grads = convert_state_dict({n: p.grad for n, p in ref.named_parameters()})
+    for n, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[n], rtol=0, atol=1e-5, msg=n)
+
+
+def test_stable_diffusion_1x_layout_converts_key_for_key():
+    sd_config = dict(
+        in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768, attention_head_dim=8,
+    )
+    with torch.device("meta"):  # shapes only: no memory, no weights
+        ref = UNet2DConditionModel(**sd_config)
+        ours = UNet(config_from_diffusers(dict(ref.config)))
+    converted = {k: tuple(v.shape) for k, v in convert_state_dict(ref.state_dict()).items()}
+    assert converted == {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert sum(p.numel() for p in ours.parameters()) == 859_520_964  # the SD 1.x U-Net
+
+
+def test_timestep_embedding_matches_diffusers_and_starts_at_cos_0():
+    t = torch.tensor([0, 1, 17, 999])
+    ours = timestep_embedding(t, 32)
+    torch.testing.assert_close(ours, get_timestep_embedding(t, 32, flip_sin_to_cos=True, downscale_freq_shift=0))
+    torch.testing.assert_close(ours[0], torch.cat([torch.ones(16), torch.zeros(16)]))
+
+
+def test_null_label_is_default_and_sdpa_and_checkpointing_change_nothing():
+    cfg = CONFIGS["class"]
+    unet = UNet(cfg)
+    args = inputs(cfg)
+    args["class_labels"] = None
+    null = torch.full((2,), cfg.num_classes)
+    torch.testing.assert_close(unet(**args), unet(**{**args, "class_labels": null}))
+
+    cfg = CONFIGS["text"]
+    plain = UNet(cfg)
+    fast = UNet(UNetConfig(**{**cfg.__dict__, "use_sdpa": True, "gradient_checkpointing": True}))
+    fast.load_state_dict(plain.state_dict())
+    args = inputs(cfg)
+    for unet in (plain, fast):
+        unet(**args).square().mean().backward()
+    for (name, p_plain), p_fast in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_cross_attention_maps_one_per_transformer():
+    cfg = CONFIGS["text"]
+    unet = UNet(cfg)
+    unet.set_keep_attention_maps(True)
+    unet(**inputs(cfg))
+    maps = unet.attention_maps()
+    # level 1 (4x4) has 2 down + 3 up transformers, the middle one more
+    assert len(maps) == 6
+    assert maps["mid_block.attentions.0.blocks.0.attn2"].shape == (2, 4, 16, 7)
+    for weights in maps.values():
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(x=torch.randn(2, 4, 9, 9)), "divisible by 2\\^\\(levels-1\\) = 2 \\(2 levels\\), got 9x9"),
+        (dict(x=torch.randn(2, 3, 8, 8)), "x must have shape \\(B, 4, H, W\\)"),
+        (dict(context=torch.randn(2, 7, 25)), "context must have shape \\(2, L, 24\\)"),
+        (dict(context=None), "context must have shape"),
+        (dict(class_labels=torch.tensor([0, 6])), "class_labels must lie in 0..5"),
+        (dict(x_concat=torch.randn(2, 5, 8, 8)), "extra_in_channels=0"),
+        (dict(t=torch.tensor([1, 2, 3])), "t must have shape \\(B,\\)"),
+    ],
+)
+def test_bad_inputs_raise_value_errors_naming_the_mismatch(change, message):
+    cfg = UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_classes=5)
+    unet = UNet(cfg)
+    with pytest.raises(ValueError, match=message):
+        unet(**{**inputs(cfg), **change})
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="attention_levels must lie in 0..1"):
+        UNetConfig(**TINY, attention_levels=(2,))
+    with pytest.raises(ValueError, match="divisible by norm_groups=32"):
+        UNetConfig(base_channels=48)
