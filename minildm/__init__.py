@@ -11,4 +11,6 @@ from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 # Public names, one line per part of the pipeline (each helper adds its own below).
 from minildm.nn import UNet, UNetConfig
 from minildm.datasets import ShapesConfig, ShapesDataset
+from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
 from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss
+from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig

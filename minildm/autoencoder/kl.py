@@ -1,0 +1,66 @@
+"""AutoencoderKL: the KL-regularized first stage of LDM (sec. 3.1) and of Stable Diffusion.
+
+    posterior = q(z|x) = N(mu(x), sigma(x)^2)      mu, log sigma^2 = quant_conv(E(x))
+    x~ = D(post_quant_conv(z))
+
+`quant_conv` and `post_quant_conv` are 1x1 convolutions kept from LDM's code so that its
+weights (and Stable Diffusion's) load unchanged.
+
+The diffusion model does not see z but z * scale_factor, scaled to unit variance
+(LDM sec. 4.3.2 and appendix D.1; see scale_factor.py):
+
+    encode_latents(x) = scale_factor * z,  z ~ q(z|x)  (sampled, as LDM and SD train; sample=False takes mu)
+    decode_latents(z_scaled) = D(z_scaled / scale_factor)
+"""
+
+import torch
+from torch import nn
+
+from minildm.autoencoder.config import AutoencoderConfig
+from minildm.autoencoder.distribution import DiagonalGaussian
+from minildm.autoencoder.encoder_decoder import Decoder, Encoder
+
+
+class AutoencoderKL(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] <-> latents (B, c, H/f, W/f) with a Gaussian posterior."""
+
+    kind = "kl"
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        self.config = cfg
+        c = cfg.latent_channels
+        self.encoder = Encoder(cfg, out_channels=2 * c)
+        self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
+        self.post_quant_conv = nn.Conv2d(c, c, 1)
+        self.decoder = Decoder(cfg)
+        # 1 / std of the latents over the data; 1.0 until compute_scale_factor() sets it
+        self.register_buffer("scale_factor", torch.tensor(1.0))
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """q(z|x) for images x (B, 3, H, W) in [-1, 1]."""
+        return DiagonalGaussian(self.quant_conv(self.encoder(x)))  # moments (B, 2c, h, w)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """x~ = D(z) for unscaled latents z (B, c, h, w); returns (B, 3, H, W)."""
+        return self.decoder(self.post_quant_conv(z))
+
+    def forward(
+        self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """Reconstruction x~ (from a sampled z, or from the mean when sample=False) and the posterior."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return self.decode(z), posterior
+
+    def encode_latents(
+        self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The diffusion model's input: scale_factor * z with z ~ q(z|x) (or z = mu if sample=False)."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample else posterior.mode()
+        return z * self.scale_factor
+
+    def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
+        """Images from the diffusion model's latents: D(z_scaled / scale_factor)."""
+        return self.decode(z_scaled / self.scale_factor)
