@@ -5,7 +5,11 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from minildm.convert.hf_clip import config_from_hf, convert_hf_clip_text_state_dict, text_encoder_from_hf
+from minildm.convert.hf_clip import (
+    config_from_hf,
+    convert_hf_clip_text_state_dict,
+    text_encoder_from_hf,
+)
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig, train_bpe
 
 TINY = TextEncoderConfig(vocab_size=64, context_length=12, width=32, num_layers=2, num_heads=4)

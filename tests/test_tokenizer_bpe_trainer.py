@@ -1,6 +1,7 @@
 """The BPE trainer: merges worked out by hand on Sennrich et al.'s toy corpus, the file round trip
 into CLIPTokenizer, and the incremental pair counts against counting from scratch."""
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -40,7 +41,7 @@ def test_incremental_counts_match_counting_from_scratch():
     for merge in merges:
         counts = Counter()
         for word, n in words.items():
-            for pair in zip(word[:-1], word[1:]):
+            for pair in itertools.pairwise(word):
                 counts[pair] += n
         assert merge == min(counts, key=lambda pair: (-counts[pair], pair))
         words = Counter({merge_pair(w, merge): n for w, n in words.items()})

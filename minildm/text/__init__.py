@@ -3,7 +3,12 @@
 from minildm.text.bpe_trainer import train_bpe
 from minildm.text.text_encoder import TextEncoder, TextEncoderConfig
 from minildm.text.tokenizer import CLIPTokenizer
-from minildm.text.vocab import download_official_vocab, find_official_vocab, read_merges, write_merges
+from minildm.text.vocab import (
+    download_official_vocab,
+    find_official_vocab,
+    read_merges,
+    write_merges,
+)
 
 __all__ = [
     "CLIPTokenizer",

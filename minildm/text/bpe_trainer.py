@@ -15,6 +15,7 @@ contain its pair, so only their pair counts are taken out and put back. Words ar
 each (with their frequency), so 10,000 captions over a 50-word vocabulary are 50 words of work.
 """
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -49,7 +50,7 @@ def train_bpe(corpus: Iterable[str], num_merges: int, progress: bool = False) ->
     pair_counts = Counter()  # count(a, b), as in the module docstring
     words_with_pair = defaultdict(set)  # (a, b) -> {k : word k may contain a b}
     for k, word in enumerate(words):
-        for pair in zip(word[:-1], word[1:]):
+        for pair in itertools.pairwise(word):
             pair_counts[pair] += freqs[k]
             words_with_pair[pair].add(k)
 
@@ -65,11 +66,11 @@ def train_bpe(corpus: Iterable[str], num_merges: int, progress: bool = False) ->
             if old == new:  # stale index entry: an earlier merge already took this pair
                 continue
             # take the word's old pairs out of the counts and put its new pairs in
-            for pair in zip(old[:-1], old[1:]):
+            for pair in itertools.pairwise(old):
                 pair_counts[pair] -= freqs[k]
                 if pair_counts[pair] == 0:
                     del pair_counts[pair]
-            for pair in zip(new[:-1], new[1:]):
+            for pair in itertools.pairwise(new):
                 pair_counts[pair] += freqs[k]
                 words_with_pair[pair].add(k)
             words[k] = new

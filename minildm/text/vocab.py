@@ -88,9 +88,8 @@ def download_official_vocab(
     """Download the official merges file to `dest` and verify its SHA-256 before keeping it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        with urllib.request.urlopen(url) as response:
-            shutil.copyfileobj(response, tmp)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp, urllib.request.urlopen(url) as response:
+        shutil.copyfileobj(response, tmp)
     got = sha256_of(tmp.name)
     if got != sha256:
         os.unlink(tmp.name)
