@@ -18,21 +18,21 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig
 
-TOLERANCE = dict(rtol=0, atol=1e-10)
+TOLERANCE = {"rtol": 0, "atol": 1e-10}
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
-SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 CONFIGS = {
-    "linear": (ScheduleConfig(beta_schedule="linear"), dict(beta_schedule="linear")),
-    "scaled_linear": (ScheduleConfig(**SD), dict(SD)),
-    "cosine": (ScheduleConfig(beta_schedule="cosine"), dict(beta_schedule="squaredcos_cap_v2")),
+    "linear": (ScheduleConfig(beta_schedule="linear"), {"beta_schedule": "linear"}),
+    "scaled_linear": (ScheduleConfig(**SD), SD),
+    "cosine": (ScheduleConfig(beta_schedule="cosine"), {"beta_schedule": "squaredcos_cap_v2"}),
     "linear_zero_snr": (
         ScheduleConfig(beta_schedule="linear", zero_terminal_snr=True),
-        dict(beta_schedule="linear", rescale_betas_zero_snr=True),
+        {"beta_schedule": "linear", "rescale_betas_zero_snr": True},
     ),
-    "scaled_linear_zero_snr": (ScheduleConfig(**SD, zero_terminal_snr=True), dict(SD, rescale_betas_zero_snr=True)),
+    "scaled_linear_zero_snr": (ScheduleConfig(**SD, zero_terminal_snr=True), {**SD, "rescale_betas_zero_snr": True}),
     "cosine_zero_snr": (
         ScheduleConfig(beta_schedule="cosine", zero_terminal_snr=True),
-        dict(beta_schedule="squaredcos_cap_v2", rescale_betas_zero_snr=True),
+        {"beta_schedule": "squaredcos_cap_v2", "rescale_betas_zero_snr": True},
     ),
 }
 
@@ -187,11 +187,13 @@ def test_ddim_zero_snr_v_prediction_chain_matches_diffusers(clip_sample):
     theirs.set_timesteps(25)
     x_ours = x_theirs = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     generator_ours, generator_theirs = seeded(1), seeded(1)
-    for t in ours.timesteps.tolist():
+    def model(x, t):
         # a stand-in network: any fixed function of (x_t, t)
-        model = lambda x: torch.tanh(x) * (1 + t / 1000)  # noqa: E731
-        x_ours = ours.step(model(x_ours), t, x_ours, generator_ours)
-        x_theirs = theirs.step(model(x_theirs), t, x_theirs, eta=0.8, generator=generator_theirs).prev_sample
+        return torch.tanh(x) * (1 + t / 1000)
+
+    for t in ours.timesteps.tolist():
+        x_ours = ours.step(model(x_ours, t), t, x_ours, generator_ours)
+        x_theirs = theirs.step(model(x_theirs, t), t, x_theirs, eta=0.8, generator=generator_theirs).prev_sample
     torch.testing.assert_close(x_ours, x_theirs, **TOLERANCE)
 
 

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from minildm.diffusion import DDIMSampler
-from minildm.diffusion.toy import ToyConfig, make_toy_points, nearest_neighbour_distances, sample_toy, train_toy_ddpm
+from minildm.diffusion.toy import (
+    ToyConfig,
+    make_toy_points,
+    nearest_neighbour_distances,
+    sample_toy,
+    train_toy_ddpm,
+)
 
 
 def test_toy_points_have_the_documented_shape_and_scale():

@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance
+from minildm.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    NoiseSchedule,
+    ScheduleConfig,
+    classifier_free_guidance,
+)
 
 SCHEDULE = NoiseSchedule(ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
 SMALL = NoiseSchedule(ScheduleConfig(num_timesteps=100, beta_schedule="linear", beta_start=1e-3, beta_end=0.1))
@@ -125,7 +131,7 @@ def test_timesteps_for_strength_keeps_the_last_steps():
 
 
 def test_timestep_grids_for_each_spacing():
-    grid = lambda spacing, n, offset=0: DDIMSampler(SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset).timesteps.tolist()  # noqa: E731
+    grid = lambda spacing, n, offset=0: DDIMSampler(SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset).timesteps.tolist()
     assert grid("leading", 10) == list(range(900, -1, -100))
     assert grid("leading", 10, offset=1) == list(range(901, 0, -100))
     assert grid("trailing", 10) == list(range(999, 0, -100))

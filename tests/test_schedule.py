@@ -8,7 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss, min_snr_weight
+from minildm.diffusion import (
+    NoiseSchedule,
+    ScheduleConfig,
+    diffusion_loss,
+    min_snr_weight,
+)
 
 T = 1000
 CONFIGS = {
@@ -104,7 +109,7 @@ def test_eps_x0_v_round_trips(name, t, seed):
     ts = torch.full((2,), t)
     xt = schedule.q_sample(x0, ts, eps)
     v = schedule.v_from_x0_eps(x0, eps, ts)
-    close = dict(rtol=1e-9, atol=1e-9)
+    close = {"rtol": 1e-9, "atol": 1e-9}
     torch.testing.assert_close(schedule.x0_from_eps(xt, ts, eps), x0, **close)
     torch.testing.assert_close(schedule.eps_from_x0(xt, ts, x0), eps, **close)
     torch.testing.assert_close(schedule.x0_from_v(xt, ts, v), x0, **close)
@@ -155,7 +160,7 @@ def test_known_values():
     assert SCHEDULES["scaled_linear"].snr(last).item() == pytest.approx(0.004682, rel=1e-3)
     assert SCHEDULES["scaled_linear"].alphas_cumprod[-1].sqrt().item() == pytest.approx(0.068265, rel=1e-4)
     # cosine: alpha_bar(t) = cos^2((t/T + s)/(1 + s) pi/2) / cos^2(s/(1 + s) pi/2) at t = T/2
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
     assert SCHEDULES["cosine"].alphas_cumprod[499].item() == pytest.approx(f(0.5) / f(0.0), rel=1e-12)
 
 

@@ -5,7 +5,11 @@ from minildm.diffusion.ddim import DDIMSampler
 from minildm.diffusion.ddpm import DDPMSampler
 from minildm.diffusion.guidance import classifier_free_guidance
 from minildm.diffusion.loss import diffusion_loss, min_snr_weight
-from minildm.diffusion.schedule import NoiseSchedule, ScheduleConfig, rescale_zero_terminal_snr
+from minildm.diffusion.schedule import (
+    NoiseSchedule,
+    ScheduleConfig,
+    rescale_zero_terminal_snr,
+)
 from minildm.diffusion.timesteps import inference_timesteps
 
 __all__ = [

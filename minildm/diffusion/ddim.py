@@ -26,7 +26,11 @@ grid (T=1000, n=10: 999 -> 899, but the next step is at 888), so minildm differs
 import torch
 
 from minildm.diffusion.schedule import check_prediction_type
-from minildm.diffusion.timesteps import inference_timesteps, previous_timestep, truncate_for_strength
+from minildm.diffusion.timesteps import (
+    inference_timesteps,
+    previous_timestep,
+    truncate_for_strength,
+)
 
 
 class DDIMSampler:

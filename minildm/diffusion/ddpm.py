@@ -25,7 +25,11 @@ Algorithm 2, since there is no later step to remove it.
 import torch
 
 from minildm.diffusion.schedule import check_prediction_type
-from minildm.diffusion.timesteps import inference_timesteps, previous_timestep, truncate_for_strength
+from minildm.diffusion.timesteps import (
+    inference_timesteps,
+    previous_timestep,
+    truncate_for_strength,
+)
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
