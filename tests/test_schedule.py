@@ -177,6 +177,8 @@ def test_q_sample_keeps_dtype_and_broadcasts_per_sample():
 def test_bad_input_raises_value_errors_that_say_what_was_expected():
     with pytest.raises(ValueError, match="beta_schedule must be one of"):
         NoiseSchedule(ScheduleConfig(beta_schedule="quadratic"))
+    with pytest.raises(ValueError, match=r"betas must lie in \(0, 1\], got values from 0 to"):
+        NoiseSchedule(ScheduleConfig(beta_start=0.0))
     schedule = SCHEDULES["linear"]
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"t must lie in \[0, 999\], got values from 0 to 1000"):

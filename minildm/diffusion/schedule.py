@@ -102,19 +102,12 @@ class NoiseSchedule:
 
     def __init__(self, config=None):
         self.config = config if config is not None else ScheduleConfig()
-        self._set_betas(make_betas(self.config))
-
-    @classmethod
-    def from_betas(cls, betas):
-        """A schedule with given betas (T,), e.g. a pretrained model's."""
-        schedule = cls.__new__(cls)
-        schedule.config = ScheduleConfig(num_timesteps=len(betas))
-        schedule._set_betas(torch.as_tensor(betas, dtype=torch.float64))
-        return schedule
-
-    def _set_betas(self, betas):
-        if betas.ndim != 1 or not bool(((betas > 0) & (betas <= 1)).all()):
-            raise ValueError(f"betas must be a 1-D tensor with values in (0, 1], got shape {tuple(betas.shape)}")
+        betas = make_betas(self.config)
+        if not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError(
+                f"betas must lie in (0, 1], got values from {betas.min().item():.3g} to {betas.max().item():.3g}: "
+                f"check beta_start={self.config.beta_start} and beta_end={self.config.beta_end}"
+            )
         self.betas = betas
         self.num_timesteps = len(betas)
         self.alphas = 1 - betas
