@@ -15,6 +15,7 @@ other processes on a shared machine hits both alike. Warm-up steps are not timed
 
     python bench/unet_speed.py                      # CPU: batch 16, 1 thread
     python bench/unet_speed.py --device cuda        # GPU: batch 128, also peak memory
+    python bench/unet_speed.py --compile --only compile   # just the torch.compile row
 """
 
 import argparse
@@ -32,10 +33,10 @@ from minildm.convert.diffusers_unet import convert_state_dict, diffusers_config
 from minildm.nn import UNet, UNetConfig
 
 # The issue's reference configuration: 16x16x4 latents, cross-attention at the two lower levels.
-REFERENCE = dict(
-    in_channels=4, base_channels=64, channel_mult=(1, 2, 4), num_res_blocks=2,
-    attention_levels=(1, 2), num_heads=8, context_dim=256,
-)
+REFERENCE = {
+    "in_channels": 4, "base_channels": 64, "channel_mult": (1, 2, 4), "num_res_blocks": 2,
+    "attention_levels": (1, 2), "num_heads": 8, "context_dim": 256,
+}
 
 
 @dataclass
@@ -136,6 +137,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5 GPU, 1 CPU)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument("--only", default="", help="measure only variants whose name contains this, e.g. compile")
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -156,7 +158,7 @@ def main():
     print(header)
     print("-" * len(header))
     for variant in VARIANTS:
-        if variant.compile and not args.compile:
+        if (variant.compile and not args.compile) or args.only not in variant.name:
             continue
         speed, peak, counts = measure(variant, device, batch, steps, warmup)
         row = (

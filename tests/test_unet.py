@@ -7,10 +7,15 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import get_timestep_embedding
 
 from minildm import UNet, UNetConfig
-from minildm.convert.diffusers_unet import config_from_diffusers, convert_state_dict, diffusers_config, load_diffusers_unet
+from minildm.convert.diffusers_unet import (
+    config_from_diffusers,
+    convert_state_dict,
+    diffusers_config,
+    load_diffusers_unet,
+)
 from minildm.nn.embeddings import timestep_embedding
 
-TINY = dict(base_channels=32, channel_mult=(1, 2), norm_groups=8)
+TINY = {"base_channels": 32, "channel_mult": (1, 2), "norm_groups": 8}
 CONFIGS = {
     "text": UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_heads=4),
     "class": UNetConfig(**TINY, attention_levels=(), num_classes=5, head_dim=8, resblock_scale_shift=True),
@@ -19,13 +24,13 @@ CONFIGS = {
 
 
 def inputs(cfg: UNetConfig, B=2, H=8):
-    return dict(
-        x=torch.randn(B, cfg.in_channels, H, H),
-        t=torch.tensor([3, 700.5]),
-        context=torch.randn(B, 7, cfg.context_dim) if cfg.context_dim else None,
-        class_labels=torch.tensor([0, cfg.num_classes - 1]) if cfg.num_classes else None,
-        x_concat=torch.randn(B, cfg.extra_in_channels, H, H) if cfg.extra_in_channels else None,
-    )
+    return {
+        "x": torch.randn(B, cfg.in_channels, H, H),
+        "t": torch.tensor([3, 700.5]),
+        "context": torch.randn(B, 7, cfg.context_dim) if cfg.context_dim else None,
+        "class_labels": torch.tensor([0, cfg.num_classes - 1]) if cfg.num_classes else None,
+        "x_concat": torch.randn(B, cfg.extra_in_channels, H, H) if cfg.extra_in_channels else None,
+    }
 
 
 def diffusers_forward(ref, x, t, context, class_labels, x_concat):
@@ -51,12 +56,12 @@ def test_parity_with_diffusers(name):
 
 
 def test_stable_diffusion_1x_layout_converts_key_for_key():
-    sd_config = dict(
-        in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768, attention_head_dim=8,
-    )
+    sd_config = {
+        "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2,
+        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "cross_attention_dim": 768, "attention_head_dim": 8,
+    }
     with torch.device("meta"):  # shapes only: no memory, no weights
         ref = UNet2DConditionModel(**sd_config)
         ours = UNet(config_from_diffusers(dict(ref.config)))
@@ -107,13 +112,13 @@ def test_cross_attention_maps_one_per_transformer():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(x=torch.randn(2, 4, 9, 9)), "divisible by 2\\^\\(levels-1\\) = 2 \\(2 levels\\), got 9x9"),
-        (dict(x=torch.randn(2, 3, 8, 8)), "x must have shape \\(B, 4, H, W\\)"),
-        (dict(context=torch.randn(2, 7, 25)), "context must have shape \\(2, L, 24\\)"),
-        (dict(context=None), "context must have shape"),
-        (dict(class_labels=torch.tensor([0, 6])), "class_labels must lie in 0..5"),
-        (dict(x_concat=torch.randn(2, 5, 8, 8)), "extra_in_channels=0"),
-        (dict(t=torch.tensor([1, 2, 3])), "t must have shape \\(B,\\)"),
+        ({"x": torch.randn(2, 4, 9, 9)}, "divisible by 2\\^\\(levels-1\\) = 2 \\(2 levels\\), got 9x9"),
+        ({"x": torch.randn(2, 3, 8, 8)}, "x must have shape \\(B, 4, H, W\\)"),
+        ({"context": torch.randn(2, 7, 25)}, "context must have shape \\(2, L, 24\\)"),
+        ({"context": None}, "context must have shape"),
+        ({"class_labels": torch.tensor([0, 6])}, "class_labels must lie in 0..5"),
+        ({"x_concat": torch.randn(2, 5, 8, 8)}, "extra_in_channels=0"),
+        ({"t": torch.tensor([1, 2, 3])}, "t must have shape \\(B,\\)"),
     ],
 )
 def test_bad_inputs_raise_value_errors_naming_the_mismatch(change, message):

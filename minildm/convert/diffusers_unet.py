@@ -106,7 +106,7 @@ def config_from_diffusers(config: dict) -> UNetConfig:
         )
     for name in ("layers_per_block", "transformer_layers_per_block"):
         if not isinstance(config.get(name, 1), int):
-            raise ValueError(f"minildm.UNet needs one {name} for all levels, got {config[name]}")
+            raise TypeError(f"minildm.UNet needs one {name} for all levels, got {config[name]}")
 
     # attention_head_dim is the number of heads: one count for all levels, or one constant width
     heads = config.get("attention_head_dim", 8)
@@ -155,23 +155,23 @@ def diffusers_config(cfg: UNetConfig) -> dict:
     """
     channels = cfg.level_channels
     levels = range(len(channels))
-    return dict(
-        in_channels=cfg.in_channels + cfg.extra_in_channels,
-        out_channels=cfg.out_channels,
-        down_block_types=tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels),
-        up_block_types=tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in levels)[::-1],
-        block_out_channels=tuple(channels),
-        layers_per_block=cfg.num_res_blocks,
-        dropout=cfg.dropout,
-        norm_num_groups=cfg.norm_groups,
-        cross_attention_dim=cfg.context_dim if cfg.context_dim is not None else tuple(channels),
-        transformer_layers_per_block=cfg.transformer_depth,
-        attention_head_dim=tuple(cfg.heads(c)[0] for c in channels),
-        num_class_embeds=None if cfg.num_classes is None else cfg.num_classes + 1,
-        resnet_time_scale_shift="scale_shift" if cfg.resblock_scale_shift else "default",
-        flip_sin_to_cos=True,
-        freq_shift=0,
-    )
+    return {
+        "in_channels": cfg.in_channels + cfg.extra_in_channels,
+        "out_channels": cfg.out_channels,
+        "down_block_types": tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels),
+        "up_block_types": tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in levels)[::-1],
+        "block_out_channels": tuple(channels),
+        "layers_per_block": cfg.num_res_blocks,
+        "dropout": cfg.dropout,
+        "norm_num_groups": cfg.norm_groups,
+        "cross_attention_dim": cfg.context_dim if cfg.context_dim is not None else tuple(channels),
+        "transformer_layers_per_block": cfg.transformer_depth,
+        "attention_head_dim": tuple(cfg.heads(c)[0] for c in channels),
+        "num_class_embeds": None if cfg.num_classes is None else cfg.num_classes + 1,
+        "resnet_time_scale_shift": "scale_shift" if cfg.resblock_scale_shift else "default",
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+    }
 
 
 def load_diffusers_unet(config: dict, diffusers_state: dict[str, torch.Tensor]) -> UNet:

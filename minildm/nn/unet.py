@@ -231,15 +231,17 @@ class UNet(nn.Module):
             raise ValueError(f"this UNet has extra_in_channels=0, so x_concat must be None, got {tuple(x_concat.shape)}")
         if cfg.context_dim is None and context is not None:
             raise ValueError(f"this UNet has context_dim=None, so context must be None, got {tuple(context.shape)}")
-        if cfg.context_dim is not None:
-            if context is None or context.ndim != 3 or context.shape[0] != B or context.shape[2] != cfg.context_dim:
-                got = None if context is None else tuple(context.shape)
-                raise ValueError(f"context must have shape ({B}, L, {cfg.context_dim}), got {got}")
+        if cfg.context_dim is not None and (context is None or context.shape != (B, context.shape[1], cfg.context_dim)):
+            got = None if context is None else tuple(context.shape)
+            raise ValueError(f"context must have shape ({B}, L, {cfg.context_dim}), got {got}")
         if class_labels is not None:
             if cfg.num_classes is None:
                 raise ValueError("this UNet has num_classes=None, so class_labels must be None")
             if class_labels.shape != (B,) or class_labels.dtype != torch.long:
-                raise ValueError(f"class_labels must be a long tensor of shape ({B},), got {class_labels.dtype} {tuple(class_labels.shape)}")
+                raise ValueError(
+                    f"class_labels must be a long tensor of shape ({B},), "
+                    f"got {class_labels.dtype} {tuple(class_labels.shape)}"
+                )
             if class_labels.min() < 0 or class_labels.max() > cfg.num_classes:
                 raise ValueError(
                     f"class_labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = null label), "
