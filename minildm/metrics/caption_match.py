@@ -1,0 +1,62 @@
+"""Caption-match accuracy: does a generated image show what its prompt asked for?
+
+For a single-object prompt built by `minildm.datasets.prompt_for(shape, colour, size,
+position)`, the attribute classifier reads the image back; the accuracy of each head against
+the requested labels, and of all four at once, measures how well text conditioning
+(LDM sec. 3.3, the cross-attention to tau_theta(y)) steers the sample. The judge is trained
+on single-object images of every (shape, colour) pair, held-out ones included: it is a
+judge, not the model under test, and it must read held-out combinations correctly to score a
+model on them. `load_or_train_shapes_classifier` trains it once and caches it under data/.
+"""
+
+from dataclasses import asdict
+
+import torch
+
+from minildm.datasets.shapes import GENERATOR_VERSION, ShapesConfig, ShapesDataset, data_root
+from minildm.metrics.classifier import AttributeClassifier, ClassifierConfig, ClassifierTrainConfig, head_accuracy, train_attribute_classifier
+from minildm.train.checkpoint import load_checkpoint, save_checkpoint
+
+JUDGE_TRAIN_SAMPLES = 15000
+JUDGE_EVAL_SAMPLES = 2000
+
+
+def caption_match_accuracy(classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """images (N, 3, H, W) in [-1, 1], labels (N, 4) = (shape, colour, size, position) that
+    the prompts asked for -> {"shape", "colour", "size", "position", "all"} accuracies."""
+    if labels.ndim != 2 or labels.shape[1] != len(classifier.config.heads) or len(labels) != len(images):
+        raise ValueError(f"labels must be (N, {len(classifier.config.heads)}) for N={len(images)} images, got {tuple(labels.shape)}")
+    return head_accuracy(classifier, images, labels)
+
+
+def judge_datasets(size: int, train_samples: int, eval_samples: int) -> dict[str, ShapesDataset]:
+    """Single-object images: "train" for the judge (every pair, seed 1000), and fresh
+    evaluation sets in the style of the model's train split (seed 2000) and held-out split (seed 2001)."""
+    return {
+        "fit": ShapesDataset(ShapesConfig(size=size, num_samples=train_samples, seed=1000, split="all", max_objects=1, cache=False)),
+        "train-style": ShapesDataset(ShapesConfig(size=size, num_samples=eval_samples, seed=2000, split="train", max_objects=1, cache=False)),
+        "heldout-style": ShapesDataset(ShapesConfig(size=size, num_samples=eval_samples, seed=2001, split="heldout", max_objects=1, cache=False)),
+    }
+
+
+def load_or_train_shapes_classifier(size: int = 32, device: str = "cpu", train_config: ClassifierTrainConfig | None = None) -> AttributeClassifier:
+    """The shapes judge for images of `size`, loaded from data/judges/ or trained (about a
+    minute or two on one CPU core at 32x32) and saved there atomically. Its measured accuracy
+    on fresh images is in `classifier.accuracy` {"train-style": {...}, "heldout-style": {...}}."""
+    train_config = train_config or ClassifierTrainConfig()
+    config = ClassifierConfig()
+    path = data_root() / "judges" / f"shapes_judge_v{GENERATOR_VERSION}_{size}px_steps{train_config.steps}.pt"
+    classifier = AttributeClassifier(config)
+    if path.is_file():
+        checkpoint = load_checkpoint(path, required_keys=("model", "accuracy"))
+        classifier.load_state_dict(checkpoint["model"])
+        accuracy = checkpoint["accuracy"]
+    else:
+        torch.manual_seed(train_config.seed)
+        classifier = AttributeClassifier(config)
+        data = judge_datasets(size, JUDGE_TRAIN_SAMPLES, JUDGE_EVAL_SAMPLES)
+        train_attribute_classifier(classifier, data["fit"].images, data["fit"].labels, train_config)
+        accuracy = {name: head_accuracy(classifier, data[name].images, data[name].labels) for name in ("train-style", "heldout-style")}
+        save_checkpoint({"model": classifier.state_dict(), "config": asdict(config), "train_config": asdict(train_config), "accuracy": accuracy}, path)
+    classifier.accuracy = accuracy
+    return classifier.to(device).eval()
