@@ -14,3 +14,4 @@ from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
 from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
+from minildm.ldm import LatentDiffusion, LDMConfig

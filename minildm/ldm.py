@@ -1,0 +1,278 @@
+"""The latent diffusion model: a frozen autoencoder, a U-Net in its latent space, a noise
+schedule and a conditioning encoder (Rombach et al., CVPR 2022, sec. 3.2-3.3).
+
+Diffusion runs on latents z = s * E(x), not on pixels; the scale factor s = 1 / std(z)
+brings them to unit variance (LDM sec. 4.3.2, appendix G). The U-Net eps_theta is trained
+with the loss of LDM eq. 2 (unconditional) or eq. 3 (conditional):
+
+    L_LDM = E_{E(x), y, eps ~ N(0, I), t} || eps - eps_theta(z_t, t, tau_theta(y)) ||^2
+
+where tau_theta maps the condition y to what the U-Net reads:
+- text: tokens -> a transformer -> context (B, L, d), read by cross-attention (eq. 3);
+  trained jointly with the U-Net, as the paper's text-to-image model is;
+- class labels: an embedding added to the timestep embedding; label `num_classes` is the null class;
+- concatenation: a spatial condition (a mask and a masked image, a low-resolution image)
+  concatenated to z_t along channels (sec. 4.4-4.5: inpainting, super-resolution).
+
+Classifier-free guidance (Ho & Salimans 2022): during training the condition is replaced
+by the null condition (the empty prompt, the null class) with probability p, so the same
+network also learns the unconditional model; at sampling time
+
+    eps_hat = eps_theta(z_t, t, null) + w * (eps_theta(z_t, t, y) - eps_theta(z_t, t, null)).
+
+The model can predict eps, x0 or v (Salimans & Ho 2022); the loss and the samplers take
+the same `prediction_type`. The autoencoder never trains here; latents are encoded once and
+cached (train/trainer.py). Sampling loops live in minildm/pipelines/.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
+from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
+from minildm.nn import UNet, UNetConfig
+from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
+from minildm.train.checkpoint import CheckpointError, load_checkpoint
+
+CONDITIONINGS = ("text", "class", "none")
+
+
+@dataclass
+class LDMConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    conditioning: str = "text"  # "text" (cross-attention), "class" (label embedding) or "none"
+    text_encoder: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)  # for "text"
+    prediction_type: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
+    min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
+    image_size: int = 32  # pixels; the latents are image_size / f on a side
+
+    def __post_init__(self):
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.prediction_type not in ("eps", "x0", "v"):
+            raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
+        if self.conditioning == "text":
+            if self.text_encoder is None:
+                raise ValueError("conditioning='text' needs a text_encoder config, got None")
+            if self.unet.context_dim != self.text_encoder.width:
+                raise ValueError(
+                    f"the U-Net's context_dim must equal the text encoder's width, "
+                    f"got {self.unet.context_dim} and {self.text_encoder.width}"
+                )
+        if self.conditioning == "class" and not self.unet.num_classes:
+            raise ValueError("conditioning='class' needs unet.num_classes >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LDMConfig":
+        """Rebuild from dataclasses.asdict(config) (what checkpoints store)."""
+        return cls(
+            unet=UNetConfig(**_tuples(d["unet"])),
+            schedule=ScheduleConfig(**d["schedule"]),
+            conditioning=d["conditioning"],
+            text_encoder=None if d["text_encoder"] is None else TextEncoderConfig(**_tuples(d["text_encoder"])),
+            prediction_type=d["prediction_type"],
+            min_snr_gamma=d["min_snr_gamma"],
+            image_size=d["image_size"],
+        )
+
+
+def _tuples(d: dict) -> dict:
+    """Checkpoints may return tuples as lists; configs want tuples back."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in d.items()}
+
+
+@dataclass
+class LDMBatch:
+    """One training minibatch: scaled latents z0 (B, c, h, w) and their condition."""
+
+    latents: torch.Tensor
+    tokens: torch.Tensor | None = None  # (B, L) token ids, for text conditioning
+    class_labels: torch.Tensor | None = None  # (B,) class ids, for class conditioning
+    concat: torch.Tensor | None = None  # (B, c_concat, h, w), concatenated to z_t
+
+
+@dataclass
+class Condition:
+    """What the U-Net reads from the condition: a context (B, L, d) or class labels (B,)."""
+
+    context: torch.Tensor | None = None
+    class_labels: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(conditions: list["Condition"]) -> "Condition":
+        def join(values):
+            return None if values[0] is None else torch.cat(values)
+
+        return Condition(
+            join([c.context for c in conditions]), join([c.class_labels for c in conditions])
+        )
+
+
+class LatentDiffusion(nn.Module):
+    """autoencoder (frozen) + unet + schedule + conditioning (text encoder or class labels)."""
+
+    def __init__(self, config: LDMConfig, autoencoder: AutoencoderKL, tokenizer: CLIPTokenizer | None = None):
+        super().__init__()
+        if config.unet.in_channels != autoencoder.config.latent_channels:
+            raise ValueError(
+                f"the U-Net's in_channels must equal the autoencoder's latent_channels, "
+                f"got {config.unet.in_channels} and {autoencoder.config.latent_channels}"
+            )
+        if config.conditioning == "text" and tokenizer is None:
+            raise ValueError("conditioning='text' needs a tokenizer, got None")
+        self.config = config
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.unet = UNet(config.unet)
+        self.schedule = NoiseSchedule(config.schedule)
+        self.prediction_type = config.prediction_type
+        self.num_classes = config.unet.num_classes
+        self.tokenizer = tokenizer if config.conditioning == "text" else None
+        self.text_encoder = TextEncoder(config.text_encoder) if config.conditioning == "text" else None
+
+    def train(self, mode: bool = True) -> "LatentDiffusion":
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: no dropout, no statistics updates
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text_encoder.context_length
+
+    # ---- the autoencoder: pixels <-> scaled latents --------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) in [-1, 1] -> z0 = s * mean(E(x)) (B, c, H/f, W/f)."""
+        # z0 = s * E(x): the posterior mean, scaled to unit variance
+        return self.autoencoder.encode(images).mode() * self.autoencoder.scale_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """z0 (B, c, h, w) -> x = D(z0 / s) (B, 3, H, W), clamped to [-1, 1]."""
+        # x = D(z0 / s)
+        return self.autoencoder.decode(latents / self.autoencoder.scale_factor).clamp(-1, 1)
+
+    # ---- conditioning: tau_theta(y) ------------------------------------------------------
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> token ids (B, L) on the model's device; a ValueError if one is too long."""
+        if self.tokenizer is None:
+            raise ValueError(f"this model is conditioned on {self.config.conditioning!r}, not text: give class labels")
+        return self.tokenizer(prompts, context_length=self.context_length, truncate=False).to(self.device)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> Condition:
+        """Token ids (B, L) -> Condition(context = tau_theta(y) (B, L, d))."""
+        hidden, _ = self.text_encoder(tokens)  # (B, L, d), pooled (B, d) unused
+        return Condition(context=hidden)
+
+    def encode_condition(
+        self, prompts: list[str] | None = None, class_labels: torch.Tensor | None = None
+    ) -> Condition:
+        """Prompts (text models) or class labels (class models) -> what the U-Net reads."""
+        if self.config.conditioning == "text":
+            if prompts is None:
+                raise ValueError("this model is text-conditioned: give prompts (a list of strings)")
+            return self.encode_tokens(self.tokenize(list(prompts)))
+        if self.config.conditioning == "class":
+            if class_labels is None:
+                raise ValueError(f"this model is class-conditioned: give class_labels in [0, {self.num_classes})")
+            return Condition(class_labels=torch.as_tensor(class_labels, device=self.device).long())
+        return Condition()
+
+    def null_tokens(self, batch_size: int) -> torch.Tensor:
+        """Token ids (B, L) of the empty prompt "", the null condition of a text model."""
+        return self.tokenize([""]).expand(batch_size, -1)
+
+    def null_condition(self, batch_size: int) -> Condition:
+        """The condition that stands for "no condition" (CFG's unconditional branch)."""
+        if self.config.conditioning == "text":
+            return self.encode_tokens(self.null_tokens(batch_size))
+        if self.config.conditioning == "class":
+            return Condition(class_labels=torch.full((batch_size,), self.num_classes, device=self.device))
+        return Condition()
+
+    # ---- the denoiser and its loss -------------------------------------------------------
+
+    def eps_model(
+        self, z_t: torch.Tensor, t: torch.Tensor, cond: Condition, x_concat: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The U-Net's prediction (eps, x0 or v, see prediction_type) for z_t (B, c, h, w)."""
+        return self.unet(z_t, t, context=cond.context, class_labels=cond.class_labels, x_concat=x_concat)
+
+    def training_loss(
+        self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """LDM eq. 3 on one minibatch of cached latents, with condition dropout for CFG."""
+        z0 = batch.latents
+        B = z0.shape[0]
+        device = z0.device
+        # t ~ U{0, ..., T-1}, eps ~ N(0, I)
+        t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator, device=device)
+        noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+        # z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
+        z_t = self.schedule.q_sample(z0, t, noise)
+        # drop the condition with probability p: the same network learns p(z) for CFG
+        drop = torch.rand(B, generator=generator, device=device) < cond_drop_prob
+        if self.config.conditioning == "text":
+            tokens = torch.where(drop[:, None], self.null_tokens(B), batch.tokens)
+            cond = self.encode_tokens(tokens)
+        elif self.config.conditioning == "class":
+            labels = torch.where(drop, torch.full_like(batch.class_labels, self.num_classes), batch.class_labels)
+            cond = Condition(class_labels=labels)
+        else:
+            cond = Condition()
+        model_output = self.eps_model(z_t, t, cond, x_concat=batch.concat)
+        return diffusion_loss(
+            self.schedule, model_output.float(), z0, noise, t, self.prediction_type, self.config.min_snr_gamma
+        )
+
+    def forward(
+        self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The training loss (what DistributedDataParallel calls)."""
+        return self.training_loss(batch, cond_drop_prob, generator)
+
+    # ---- shapes and checkpoints ------------------------------------------------------------
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(c, h, w) of the latents for the autoencoder's training image size."""
+        ae = self.autoencoder.config
+        side = self.config.image_size // ae.downsampling_factor
+        return (ae.latent_channels, side, side)
+
+    def checkpoint_state(self) -> dict:
+        """Everything needed to rebuild this model (configs, weights, tokenizer), as plain data."""
+        return {
+            "kind": "minildm.LatentDiffusion",
+            "config": asdict(self.config),
+            "autoencoder_config": asdict(self.autoencoder.config),
+            "tokenizer": None if self.tokenizer is None else {"merges": [list(m) for m in self.tokenizer.merges]},
+            "model": self.state_dict(),
+        }
+
+
+def load_ldm(path, use_ema: bool = True, device: str = "cpu") -> LatentDiffusion:
+    """Rebuild a LatentDiffusion from a checkpoint written by train_ldm (EMA weights by default)."""
+    state = load_checkpoint(path, required_keys=("kind", "config", "autoencoder_config", "model"))
+    if state["kind"] != "minildm.LatentDiffusion":
+        raise CheckpointError(f"{path} holds a {state['kind']!r}, expected a latent diffusion model (train-ldm)")
+    try:
+        config = LDMConfig.from_dict(state["config"])
+        autoencoder = AutoencoderKL(AutoencoderConfig(**_tuples(state["autoencoder_config"])))
+        tokenizer = None if state["tokenizer"] is None else CLIPTokenizer.from_merges(state["tokenizer"]["merges"])
+        ldm = LatentDiffusion(config, autoencoder, tokenizer)
+        ldm.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} does not match this version of minildm: {str(err).splitlines()[0][:200]}") from err
+    if use_ema and "ema" in state:
+        for name, param in ldm.named_parameters():
+            if name in state["ema"]["shadow"]:
+                param.data.copy_(state["ema"]["shadow"][name])
+    return ldm.to(device).eval()
