@@ -7,3 +7,8 @@ attribute labels, boxes and object masks.
 from minildm.datasets.attributes import COLOURS, HELDOUT_COMBINATIONS, POSITIONS, SHAPES, SIZES
 from minildm.datasets.captions import caption_for, prompt_for
 from minildm.datasets.shapes import ShapesConfig, ShapesDataset, data_root, generate_shapes
+from minildm.datasets.cifar import load_cifar10
+from minildm.datasets.download import DatasetCorruptError, DatasetUnavailableError, RemoteFile, ensure_file
+from minildm.datasets.folder import load_image_folder
+from minildm.datasets.idx import FASHION_MNIST, MNIST, load_idx_dataset
+from minildm.datasets.labelled import LabelledImages
