@@ -15,3 +15,4 @@ from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
 from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
 from minildm.ldm import LatentDiffusion, LDMConfig
+from minildm.pipelines import image_to_image, inpaint, inpaint_training_free, make_sampler, super_resolve, text_to_image

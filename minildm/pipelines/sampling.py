@@ -1,0 +1,121 @@
+"""What every pipeline shares: building a sampler by name, the condition and its
+classifier-free-guidance counterpart, and one guided evaluation of the denoiser.
+
+The denoising loop itself is written out in each pipeline (diffusers' philosophy: a sampler
+does not own the model), and reads, for a batch of B latents z:
+
+    for t in sampler.timesteps:
+        model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale, x_concat)
+        z = sampler.step(model_output, t, z, generator=generator)
+
+Classifier-free guidance (Ho and Salimans 2022, eq. 6) evaluates the U-Net twice per step,
+once on the null condition (or a negative prompt) and once on the condition. Both run as one
+forward pass on a batch of 2B, the unconditional half first:
+
+    out_uncond, out_cond = eps_theta([z; z], [t; t], [uncond; cond], [x_concat; x_concat])
+    model_output = out_uncond + w (out_cond - out_uncond)
+
+A negative prompt (popularised by Stable Diffusion's users) takes the place of the empty
+prompt in the unconditional half, so guidance pushes away from what it describes.
+"""
+
+import torch
+
+from minildm.diffusion import DDIMSampler, DDPMSampler, classifier_free_guidance
+from minildm.ldm import Condition, LatentDiffusion
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+def make_sampler(ldm: LatentDiffusion, name: str = "ddim", num_inference_steps: int = 50, eta: float = 0.0):
+    """A DDIM or DDPM sampler over `num_inference_steps` of the model's schedule, for its prediction type.
+
+    eta only applies to DDIM (0: deterministic, 1: DDPM-like noise)."""
+    if name == "ddim":
+        return DDIMSampler(ldm.schedule, num_inference_steps, eta=eta, prediction_type=ldm.prediction_type)
+    if name == "ddpm":
+        return DDPMSampler(ldm.schedule, prediction_type=ldm.prediction_type, num_inference_steps=num_inference_steps)
+    raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")
+
+
+def check_guidance_scale(guidance_scale: float) -> None:
+    if not guidance_scale >= 0:
+        raise ValueError(
+            f"guidance_scale must be >= 0 (0: unconditional, 1: conditional, > 1: guided), got {guidance_scale}"
+        )
+
+
+def batch_size_of(prompts, class_labels, num_images: int | None) -> int:
+    """B from whichever of prompts, class_labels, num_images is given (they must agree)."""
+    sizes = {len(value) for value in (prompts, class_labels) if value is not None}
+    if num_images is not None:
+        sizes.add(num_images)
+    if len(sizes) != 1:
+        raise ValueError(
+            f"give prompts, class_labels or num_images with one batch size, got sizes {sorted(sizes) or 'none'}"
+        )
+    return sizes.pop()
+
+
+def conditions(
+    ldm: LatentDiffusion,
+    batch_size: int,
+    prompts: list[str] | None,
+    class_labels: torch.Tensor | None,
+    negative_prompts: list[str] | None,
+    guidance_scale: float,
+) -> tuple[Condition, Condition | None]:
+    """(cond, uncond) for B samples; uncond is None when no guidance is asked for (w = 1 and no
+    negative prompt) or the model has no condition to guide with."""
+    check_guidance_scale(guidance_scale)
+    for name, values in (("prompts", prompts), ("class_labels", class_labels)):
+        if values is not None and len(values) != batch_size:
+            raise ValueError(f"need one entry of {name} per sample ({batch_size}), got {len(values)}")
+    if negative_prompts is not None:
+        if ldm.config.conditioning != "text":
+            raise ValueError(f"negative_prompts need a text-conditioned model, this one is {ldm.config.conditioning!r}")
+        if len(negative_prompts) != batch_size:
+            raise ValueError(f"need one negative prompt per sample ({batch_size}), got {len(negative_prompts)}")
+    if ldm.config.conditioning == "none":
+        if guidance_scale != 1.0 or prompts is not None or class_labels is not None:
+            raise ValueError(
+                "this model is unconditional: it takes no prompts or class_labels and guidance_scale must be 1, "
+                f"got guidance_scale={guidance_scale}"
+            )
+        return Condition(), None
+    cond = ldm.encode_condition(prompts, class_labels)
+    if guidance_scale == 1.0 and negative_prompts is None:
+        return cond, None
+    uncond = ldm.null_condition(batch_size) if negative_prompts is None else ldm.encode_condition(negative_prompts)
+    return cond, uncond
+
+
+def guided_model_output(
+    ldm: LatentDiffusion,
+    z_t: torch.Tensor,
+    t: int | torch.Tensor,
+    cond: Condition,
+    uncond: Condition | None,
+    guidance_scale: float,
+    x_concat: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The U-Net's prediction at (z_t (B, c, h, w), t), guided when uncond is given."""
+    B = z_t.shape[0]
+    t_batch = torch.full((B,), int(t), device=z_t.device, dtype=torch.long)
+    if uncond is None:
+        return ldm.eps_model(z_t, t_batch, cond, x_concat).float()
+    both = ldm.eps_model(
+        torch.cat([z_t, z_t]),
+        torch.cat([t_batch, t_batch]),
+        Condition.cat([uncond, cond]),
+        None if x_concat is None else torch.cat([x_concat, x_concat]),
+    ).float()  # (2B, c, h, w)
+    out_uncond, out_cond = both.chunk(2)
+    # out = out_uncond + w (out_cond - out_uncond)
+    return classifier_free_guidance(out_uncond, out_cond, guidance_scale)
+
+
+def initial_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """z_T ~ N(0, I), drawn from `generator` (on its own device) so a fixed seed gives the same start."""
+    noise_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=noise_device).to(device)
