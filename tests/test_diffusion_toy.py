@@ -13,6 +13,16 @@ from minildm.diffusion.toy import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # these tests run many tiny matrix products, which more threads only slow down on a shared CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
 def test_toy_points_have_the_documented_shape_and_scale():
     for dataset in ("moons", "eight_gaussians"):
         points = make_toy_points(4000, dataset, torch.Generator().manual_seed(0))

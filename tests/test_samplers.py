@@ -19,6 +19,15 @@ from minildm.diffusion import (
 SCHEDULE = NoiseSchedule(ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
 SMALL = NoiseSchedule(ScheduleConfig(num_timesteps=100, beta_schedule="linear", beta_start=1e-3, beta_end=0.1))
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # these tests run many tiny matrix products, which more threads only slow down on a shared CPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def seeded(seed):
     return torch.Generator().manual_seed(seed)
