@@ -136,3 +136,15 @@ def test_image_folder_with_jsonl_and_with_txt(tmp_path):
     (tmp_path / "2.txt").unlink()
     with pytest.raises(DatasetCorruptError, match="no caption"):
         load_image_folder(tmp_path, size=8)
+
+
+def test_mnist_judge_trains_on_fixture_files_and_says_when_they_are_missing(tmp_path, monkeypatch):
+    from minildm.metrics import ClassifierTrainConfig, load_or_train_mnist_classifier
+
+    monkeypatch.setenv("MINILDM_DATA", str(tmp_path / "data"))
+    with pytest.raises(DatasetUnavailableError, match="place it at"):
+        load_or_train_mnist_classifier(root=tmp_path / "absent", train_config=ClassifierTrainConfig(steps=2, batch_size=4))
+    spec, _, _ = idx_fixture(tmp_path)
+    judge = load_or_train_mnist_classifier(spec, root=tmp_path, train_config=ClassifierTrainConfig(steps=2, batch_size=4))
+    assert set(judge.accuracy) == {"label", "all"} and judge(torch.zeros(2, 3, 32, 32))["label"].shape == (2, 10)
+    assert len(list((tmp_path / "data" / "judges").glob("fixture_judge_*.pt"))) == 1

@@ -4,3 +4,4 @@ from minildm.metrics.caption_match import caption_match_accuracy, load_or_train_
 from minildm.metrics.classifier import AttributeClassifier, ClassifierConfig, ClassifierTrainConfig, head_accuracy, train_attribute_classifier
 from minildm.metrics.frechet import frechet_distance, frechet_with_floor, sqrtm_psd
 from minildm.metrics.image_quality import psnr, psnr_per_image, ssim, ssim_per_image
+from minildm.metrics.mnist_judge import load_or_train_mnist_classifier
