@@ -21,7 +21,7 @@ from minildm.autoencoder import (
 )
 from minildm.convert.diffusers_vae import config_from_diffusers, load_diffusers_vae
 
-TINY = dict(base_channels=8, num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16)
+TINY = {"base_channels": 8, "num_res_blocks": 1, "latent_channels": 3, "norm_groups": 4, "codebook_size": 16}
 
 
 @pytest.mark.parametrize("channel_mult,f", [((1,), 1), ((1, 2), 2), ((1, 2, 2), 4), ((1, 1, 2, 2), 8)])

@@ -26,14 +26,20 @@ from minildm.autoencoder import (
     train_autoencoder,
 )
 from minildm.autoencoder.discriminator import DiscriminatorConfig, PatchDiscriminator
-from minildm.autoencoder.losses import AutoencoderLoss, adaptive_weight, generator_loss, hinge_d_loss, non_saturating_d_loss
+from minildm.autoencoder.losses import (
+    AutoencoderLoss,
+    adaptive_weight,
+    generator_loss,
+    hinge_d_loss,
+    non_saturating_d_loss,
+)
 
 TINY = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16)
 
 
 def tiny_train_config(**changes) -> AutoencoderTrainConfig:
-    settings = dict(steps=3, batch_size=4, lr=1e-3, perceptual_weight=0.0, disc_start=1, disc_channels=8, disc_layers=2,
-                    scale_factor_images=8, progress=False)
+    settings = {"steps": 3, "batch_size": 4, "lr": 1e-3, "perceptual_weight": 0.0, "disc_start": 1, "disc_channels": 8,
+                "disc_layers": 2, "scale_factor_images": 8, "progress": False}
     settings.update(changes)
     return AutoencoderTrainConfig(**settings)
 
@@ -80,7 +86,7 @@ def test_discriminator_untouched_before_disc_start():
     loss_fn = AutoencoderLoss(PatchDiscriminator(DiscriminatorConfig(3, 8, 2)), None, 0.0, 0.5, 5, "hinge", True)
     model = AutoencoderKL(TINY)
     x = images(2)
-    x_rec, posterior = model(x)
+    x_rec, _ = model(x)
     loss_before, logs = loss_fn.generator_loss(x, x_rec, torch.tensor(0.0), step=4, last_layer=model.decoder.last_layer)
     assert "g_loss" not in logs
     assert loss_before.item() == pytest.approx((x - x_rec).abs().sum().item() / 2, rel=1e-5)

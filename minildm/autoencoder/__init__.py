@@ -17,11 +17,20 @@ train.py           AutoencoderTrainConfig, train_autoencoder
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.distribution import DiagonalGaussian
 from minildm.autoencoder.kl import AutoencoderKL
-from minildm.autoencoder.perceptual import LPIPSUnavailable, LPIPSUnavailableWarning, load_lpips, lpips_backbone_path
-from minildm.autoencoder.saving import build_autoencoder, load_autoencoder, save_autoencoder
+from minildm.autoencoder.perceptual import (
+    LPIPSUnavailable,
+    LPIPSUnavailableWarning,
+    load_lpips,
+    lpips_backbone_path,
+)
+from minildm.autoencoder.saving import (
+    build_autoencoder,
+    load_autoencoder,
+    save_autoencoder,
+)
 from minildm.autoencoder.scale_factor import compute_scale_factor
 from minildm.autoencoder.train import AutoencoderTrainConfig, train_autoencoder
-from minildm.autoencoder.vq import VQAutoencoder, VectorQuantizer
+from minildm.autoencoder.vq import VectorQuantizer, VQAutoencoder
 
 __all__ = [
     "AutoencoderConfig",

@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minildm.autoencoder.blocks import Downsample, MiddleBlock, ResnetBlock, Upsample, group_norm
+from minildm.autoencoder.blocks import (
+    Downsample,
+    MiddleBlock,
+    ResnetBlock,
+    Upsample,
+    group_norm,
+)
 from minildm.autoencoder.config import AutoencoderConfig
 
 

@@ -55,7 +55,9 @@ class AutoencoderTrainConfig:
     progress: bool = True
 
 
-def regularization(model: AutoencoderKL | VQAutoencoder, x: torch.Tensor, cfg: AutoencoderTrainConfig, generator):
+def regularization(
+    model: AutoencoderKL | VQAutoencoder, x: torch.Tensor, cfg: AutoencoderTrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """Reconstruct x; return x~, the weighted L_reg and its logs."""
     if isinstance(model, VQAutoencoder):
         x_rec, quantized = model(x)
