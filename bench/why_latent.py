@@ -21,7 +21,7 @@ and four things are measured on the current device:
    cached latents vs encoding on the fly, fused AdamW, gradient checkpointing, and the full
    stack against the plain fp32 eager step, minildm against diffusers at the same configuration.
 
-    python bench/why_latent.py                       # CPU: 32x32, ~90 s of training per model
+    python bench/why_latent.py                       # CPU: 32x32, a lighter U-Net, 60 s of training per model
     python bench/why_latent.py --device cuda --compile   # GPU: 64x64, 10 minutes per model
     python bench/why_latent.py --quick               # seconds: checks the plumbing only
 """
@@ -101,12 +101,14 @@ class BenchConfig:
     quality_sample_steps: int = 50
     lr: float = 1e-3
     levers_batch: int = 64
+    judge_steps: int = 600  # training steps of the attribute classifier (cached under data/judges/)
 
     @classmethod
     def cpu(cls) -> "BenchConfig":
-        """A shared laptop-class CPU: 32x32 images, 90 s of training per model, 25 DDIM steps when judging."""
-        return cls(size=32, ae_base_channels=32, ae_steps=300, batch=16, repeats=3, warmup=1, sample_images=4,
-                   train_seconds=90.0, num_train=5000, num_eval=100, quality_sample_steps=25, levers_batch=8)  # fmt: skip
+        """A shared CPU: 32x32 images, a lighter U-Net, 60 s of training per model, 10 DDIM steps when judging."""
+        return cls(size=32, base_channels=32, num_res_blocks=1, ae_base_channels=32, ae_steps=300, batch=16, repeats=3,
+                   warmup=1, sample_images=4, train_seconds=60.0, num_train=5000, num_eval=48, quality_sample_steps=10,
+                   levers_batch=8, judge_steps=400)  # fmt: skip
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -114,7 +116,7 @@ class BenchConfig:
         return cls(size=16, base_channels=16, channel_mult=(1, 2), attention_levels=(1,), head_dim=8, norm_groups=8,
                    ae_base_channels=8, ae_norm_groups=8, ae_steps=2, batch=4, repeats=1, warmup=1, sample_images=2,
                    sample_steps=2, train_seconds=1.0, num_train=64, num_eval=8, quality_sample_steps=2,
-                   levers_batch=1)  # fmt: skip
+                   levers_batch=1, judge_steps=5)  # fmt: skip
 
 
 class PixelSpace(nn.Module):
@@ -433,8 +435,7 @@ def main():
     if not args.skip_quality:
         print(f"\n== 3. quality at equal training time ({device.type})")
         evaluation = ShapesDataset(ShapesConfig(size=cfg.size, num_samples=2 * cfg.num_eval, seed=1, max_objects=1))
-        judge_config = ClassifierTrainConfig(steps=5) if args.quick else ClassifierTrainConfig()
-        judge = load_or_train_shapes_classifier(cfg.size, str(device), judge_config)
+        judge = load_or_train_shapes_classifier(cfg.size, str(device), ClassifierTrainConfig(steps=cfg.judge_steps))
         eval_labels = evaluation.labels[: cfg.num_eval]
         quality = {}
         for space in SPACES:
