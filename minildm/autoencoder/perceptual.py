@@ -58,7 +58,11 @@ def load_lpips(net: str = "alex", allow_missing: bool = False) -> nn.Module | No
         message = missing_lpips_message(net)
         if not allow_missing:
             raise LPIPSUnavailable(message + " Set allow_missing_lpips=True to train without the perceptual term.")
-        warnings.warn(message + " Going on WITHOUT the perceptual term.", LPIPSUnavailableWarning, stacklevel=2)
+        warnings.warn(
+            message + " Going on WITHOUT LPIPS: no perceptual loss term, no LPIPS value reported.",
+            LPIPSUnavailableWarning,
+            stacklevel=2,
+        )
         return None
     import lpips  # imports torchvision; see above
 
