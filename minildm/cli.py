@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-from minildm.autoencoder import AutoencoderConfig
+from minildm.autoencoder import AutoencoderConfig, load_autoencoder
 from minildm.demo import DemoConfig, run_demo, train_autoencoder_stage, train_ldm_stage
 from minildm.diffusion import ScheduleConfig
-from minildm.autoencoder import load_autoencoder
 from minildm.ldm import LDMConfig, load_ldm
+from minildm.nn import UNetConfig
 from minildm.pipelines.sampling import SAMPLERS, make_sampler
 from minildm.pipelines.text_to_image import text_to_image
-from minildm.nn import UNetConfig
 from minildm.text import TextEncoderConfig
 from minildm.train.checkpoint import CheckpointError
 from minildm.train.trainer import TrainConfig

@@ -25,17 +25,24 @@ from pathlib import Path
 
 import torch
 
-from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, AutoencoderTrainConfig, train_autoencoder
+from minildm.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKL,
+    AutoencoderTrainConfig,
+    train_autoencoder,
+)
 from minildm.datasets import ShapesConfig, ShapesDataset, prompt_for
-from minildm.diffusion import ScheduleConfig
 from minildm.ldm import LatentDiffusion, LDMConfig, load_ldm
-from minildm.metrics import ClassifierTrainConfig, caption_match_accuracy, frechet_with_floor
-from minildm.metrics import load_or_train_shapes_classifier
+from minildm.metrics import (
+    ClassifierTrainConfig,
+    caption_match_accuracy,
+    frechet_with_floor,
+    load_or_train_shapes_classifier,
+)
 from minildm.nn import UNetConfig
 from minildm.pipelines.sampling import make_sampler
 from minildm.pipelines.text_to_image import text_to_image
 from minildm.text import CLIPTokenizer, TextEncoderConfig, train_bpe
-from minildm.train.checkpoint import save_checkpoint
 from minildm.train.trainer import TensorBatches, TrainConfig, train_ldm
 from minildm.viz import save_image_grid, save_loss_curves
 
