@@ -29,6 +29,7 @@ from minildm.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
     AutoencoderTrainConfig,
+    load_autoencoder,
     train_autoencoder,
 )
 from minildm.datasets import ShapesConfig, ShapesDataset, prompt_for
@@ -86,6 +87,7 @@ class DemoConfig:
     lr: float = 2e-3
     sampler_steps: int = 25
     guidance: float = 4.0
+    autoencoder_checkpoint: str = ""  # "": train one; a path: reuse that autoencoder.pt (iterate on the LDM)
     judge_steps: int = 0  # 0: the metrics' standard judge (cached under data/judges/); > 0: a quick one
     autoencoder: AutoencoderConfig = field(
         default_factory=lambda: AutoencoderConfig(
@@ -248,7 +250,10 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
         # Frechet floor compares two disjoint halves of them
         heldout = load_shapes(config, "heldout", 2 * config.num_eval, config.seed + 1)
     with timer("autoencoder"):
-        autoencoder = train_autoencoder_stage(config, out_dir)
+        if config.autoencoder_checkpoint:
+            autoencoder = load_autoencoder(config.autoencoder_checkpoint)
+        else:
+            autoencoder = train_autoencoder_stage(config, out_dir)
     ldm, history = train_ldm_stage(config, autoencoder, out_dir, timer)
     ldm = load_ldm(out_dir / "ldm.pt", device=config.device)  # the EMA weights, as `sample` sees them
     del autoencoder  # the LDM checkpoint carries its own copy
