@@ -319,11 +319,14 @@ def quality_table(quality: dict[str, dict], cfg: BenchConfig) -> list[str]:
         lines.append(f"{name:<12} {q['steps']:>6} {q['train_seconds']:>8.1f} {q['final_loss']:>6.3f} "
                      f"{q['frechet']:>8.2f} {q['floor']:>6.2f} {q['shape']:>9.2f} {q['colour']:>10.2f}")  # fmt: skip
     seconds = ", ".join(f"f={s.f}: {quality[s.name]['autoencoder_seconds']:.0f} s" for s in SPACES[1:])
-    lines.append(f"\n{cfg.train_seconds:.0f} s of training per model (steps = seconds / measured step time), batch "
+    lines.append(f"\naim: {cfg.train_seconds:.0f} s of training per model (steps = aim / step time measured above; "
+                 f"'train s' is what it took), batch "
                  f"{cfg.batch}, {cfg.size}x{cfg.size}, class-conditional on (shape, colour), EMA weights")  # fmt: skip
     lines.append(f"{cfg.num_eval} samples per model, DDIM {cfg.quality_sample_steps} steps, guidance {cfg.guidance};"
-                 f" judge: the attribute classifier (Frechet in its feature space, n = {q['n']} per set)")  # fmt: skip
-    lines.append(f"first stages trained once before ({cfg.ae_steps} steps, L1 + KL; not counted, as in the paper): {seconds}")
+                 f" judge: the attribute classifier (Frechet in its feature space, n = {q['n']} per set; "
+                 f"chance accuracy: shape {1 / len(SHAPES):.2f}, colour {1 / len(COLOURS):.2f})")  # fmt: skip
+    lines.append(f"first stages, {cfg.ae_steps} steps of L1 + KL, trained once or loaded from --out (not counted, as "
+                 f"in the paper): {seconds}")  # fmt: skip
     return lines
 
 
