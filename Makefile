@@ -30,7 +30,7 @@ notebooks: $(VENV)/.installed-dev
 		--ExecutePreprocessor.timeout=-1 notebooks/*.ipynb
 
 bench: $(VENV)/.installed-dev
-	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m pip install --quiet ruff
