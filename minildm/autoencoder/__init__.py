@@ -11,7 +11,7 @@ discriminator.py   PatchGAN discriminator
 losses.py          L1 + LPIPS + GAN with the adaptive weight; hinge and non-saturating
 scale_factor.py    scale_factor = 1 / std(z)
 saving.py          checkpoints: save_autoencoder, load_autoencoder
-train.py           AutoencoderTrainConfig, train_autoencoder
+train.py           AutoencoderTrainConfig, train_autoencoder, fast_cpu_train_config (the short-run preset)
 """
 
 from minildm.autoencoder.config import AutoencoderConfig
@@ -29,7 +29,7 @@ from minildm.autoencoder.saving import (
     save_autoencoder,
 )
 from minildm.autoencoder.scale_factor import compute_scale_factor
-from minildm.autoencoder.train import AutoencoderTrainConfig, train_autoencoder
+from minildm.autoencoder.train import AutoencoderTrainConfig, fast_cpu_train_config, train_autoencoder
 from minildm.autoencoder.vq import VectorQuantizer, VQAutoencoder
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "VectorQuantizer",
     "build_autoencoder",
     "compute_scale_factor",
+    "fast_cpu_train_config",
     "load_autoencoder",
     "load_lpips",
     "lpips_backbone_path",
