@@ -11,7 +11,7 @@ squared error, lr 4e-3 with 50 warmup steps and cosine decay, batch 8, GAN and L
 L1 + PatchGAN recipe instead (LPIPS too where its pretrained backbone exists); it needs many
 more steps than a CPU run affords to beat the squared error on PSNR.
 
-    .venv/bin/python bench/autoencoder_table.py                  # 1500 steps per row, ~15-30 min on a shared 2-core CPU
+    .venv/bin/python bench/autoencoder_table.py                  # 1500 steps per row, 12 min on a shared 2-core CPU
     .venv/bin/python bench/autoencoder_table.py --only f4-kl     # the f = 4 KL row alone (>= 25 dB target)
     .venv/bin/python bench/autoencoder_table.py --device cuda --steps 5000
 """

@@ -29,7 +29,11 @@ from minildm.autoencoder.saving import (
     save_autoencoder,
 )
 from minildm.autoencoder.scale_factor import compute_scale_factor
-from minildm.autoencoder.train import AutoencoderTrainConfig, fast_cpu_train_config, train_autoencoder
+from minildm.autoencoder.train import (
+    AutoencoderTrainConfig,
+    fast_cpu_train_config,
+    train_autoencoder,
+)
 from minildm.autoencoder.vq import VectorQuantizer, VQAutoencoder
 
 __all__ = [
