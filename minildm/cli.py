@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddim or ddpm")
     sample.add_argument("--device", default="cpu")
-    sample.add_argument("--threads", type=int, default=2)
+    sample.add_argument("--threads", type=int, default=1)
     sample.set_defaults(run=cmd_sample)
 
     demo = commands.add_parser("demo", help="train everything from scratch, sample held-out prompts, report")

@@ -15,6 +15,8 @@ Stages, in the paper's order (each timed; the table is printed and written to th
 
 Why it is fast enough: the U-Net runs on 64 latent positions instead of 1,024 pixels (the
 paper's argument, sec. 1 and 4.1), latents are cached, and the model is small.
+One thread by default: on a shared 2-core CPU whose other core was busy, two threads made an
+LDM step (batch 64) about 6x slower than one (1.0 s vs 0.16 s); try --demo.threads 2 on an idle one.
 """
 
 import dataclasses
@@ -28,7 +30,7 @@ import torch
 from minildm.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
-    AutoencoderTrainConfig,
+    fast_cpu_train_config,
     load_autoencoder,
     train_autoencoder,
 )
@@ -72,17 +74,17 @@ def default_text_encoder() -> TextEncoderConfig:
 @dataclass
 class DemoConfig:
     size: int = 32  # image side in pixels
-    num_train: int = 20000  # training images
+    num_train: int = 10000  # training images
     num_eval: int = 300  # held-out prompts sampled and judged
     max_objects: int = 1  # the judge reads the main object; 1 keeps captions and images aligned
     num_merges: int = 200  # BPE merges learned from the captions
     seed: int = 0
     device: str = "cpu"
-    threads: int = 2
-    ae_steps: int = 400
-    ae_batch_size: int = 32
-    ae_lr: float = 2e-3
-    steps: int = 1200  # LDM training steps
+    threads: int = 1  # see the module docstring
+    ae_steps: int = 1500
+    ae_batch_size: int = 8
+    ae_lr: float = 4e-3
+    steps: int = 2200  # LDM training steps
     batch_size: int = 64
     lr: float = 2e-3
     sampler_steps: int = 25
@@ -165,14 +167,13 @@ def train_autoencoder_stage(config: DemoConfig, out_dir: Path) -> AutoencoderKL:
     data = load_shapes(config, "train", config.num_train, config.seed)
     torch.manual_seed(config.seed)
     autoencoder = AutoencoderKL(config.autoencoder)
-    # L1 + KL only: LPIPS's pretrained backbone cannot be downloaded here, and the GAN term
-    # matters for texture detail at high resolution, not for flat shapes at 32x32
-    train_config = AutoencoderTrainConfig(
-        steps=config.ae_steps,
+    # the short-run preset (squared error + KL, warmup + cosine lr, batch 8): LPIPS's pretrained
+    # backbone cannot be downloaded here, and the GAN term matters for texture detail at high
+    # resolution, not for flat shapes at 32x32
+    train_config = dataclasses.replace(
+        fast_cpu_train_config(config.ae_steps),
         batch_size=config.ae_batch_size,
         lr=config.ae_lr,
-        perceptual_weight=0.0,
-        disc_start=config.ae_steps + 1,
         seed=config.seed,
         out_dir=str(out_dir),
         image_every=max(1, config.ae_steps),
