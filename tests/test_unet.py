@@ -14,6 +14,7 @@ from minildm.convert.diffusers_unet import (
     load_diffusers_unet,
 )
 from minildm.nn.embeddings import timestep_embedding
+from minildm.nn.unet import coordinate_grid
 
 TINY = {"base_channels": 32, "channel_mult": (1, 2), "norm_groups": 8}
 CONFIGS = {
@@ -133,3 +134,17 @@ def test_bad_config_raises():
         UNetConfig(**TINY, attention_levels=(2,))
     with pytest.raises(ValueError, match="divisible by norm_groups=32"):
         UNetConfig(base_channels=48)
+
+
+def test_coordinate_channels_are_the_row_and_column_concatenated_to_the_input():
+    cfg = CONFIGS["text"]
+    with_coords = UNet(UNetConfig(**{**cfg.__dict__, "coordinate_channels": True}))
+    as_concat = UNet(UNetConfig(**{**cfg.__dict__, "extra_in_channels": 2}))
+    as_concat.load_state_dict(with_coords.state_dict())
+    args = inputs(cfg, H=4)
+    grid = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
+    rows, cols = grid[:, None].expand(4, 4), grid[None, :].expand(4, 4)
+    concat = torch.stack([rows, cols]).expand(2, -1, -1, -1)
+    torch.testing.assert_close(with_coords(**args), as_concat(**{**args, "x_concat": concat}))
+    torch.testing.assert_close(coordinate_grid(torch.zeros(3, 1, 2, 3))[2], torch.tensor(
+        [[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]]))  # fmt: skip

@@ -14,6 +14,12 @@ paper:
 - concatenation (LDM sec. 4.3 and 4.4): inpainting and super-resolution concatenate extra
   channels (mask + masked-image latent, or the upsampled low-res image) to z_t.
 
+Optional, not in the paper: `coordinate_channels` appends two fixed channels holding each
+position's (y, x) in [-1, 1] to the input (CoordConv, Liu et al. 2018). A convolution is
+translation-equivariant, so a U-Net learns where it is only from the zero padding at the
+borders; a large model trained long learns that, a small one trained for minutes on a CPU does
+not, and then ignores "on the left" (see minildm/demo.py for the measured difference).
+
 Shape through the net (level l has base_channels * channel_mult[l] channels, resolution H / 2^l):
 
     conv_in                      (B, in+extra, H, W) -> (B, C_0, H, W)          skip
@@ -59,6 +65,7 @@ class UNetConfig:
     resblock_scale_shift: bool = False  # AdaGN: GroupNorm(h) (1 + s) + b instead of adding
     norm_groups: int = 32
     transformer_depth: int = 1  # TransformerBlocks per SpatialTransformer
+    coordinate_channels: bool = False  # append (y, x) in [-1, 1] to the input (CoordConv; not in SD)
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
@@ -98,6 +105,15 @@ class Level(nn.Module):
         self.resample = resample
 
 
+def coordinate_grid(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): channel 0 is the row y, channel 1 the column x, each from -1 to 1."""
+    B, _, H, W = x.shape
+    y = torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype)
+    x_ = torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(y, x_, indexing="ij"))  # (2, H, W)
+    return grid.expand(B, -1, -1, -1)
+
+
 class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -116,7 +132,8 @@ class UNet(nn.Module):
 
         self.time_embedding = TimestepEmbedding(cfg.base_channels, time_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, time_dim) if cfg.num_classes is not None else None
-        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels, channels[0], kernel_size=3, padding=1)
+        coordinates = 2 if cfg.coordinate_channels else 0
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels + coordinates, channels[0], 3, padding=1)
 
         # Encoder: remember the channel count of every skip connection it will hand to the decoder.
         skip_channels = [channels[0]]
@@ -172,6 +189,8 @@ class UNet(nn.Module):
         t = self.check_inputs(x, t, context, class_labels, x_concat)
         if x_concat is not None:
             x = torch.cat([x, x_concat], dim=1)  # (B, in + extra, H, W)
+        if self.cfg.coordinate_channels:
+            x = torch.cat([x, coordinate_grid(x)], dim=1)  # (B, in + extra + 2, H, W)
         emb = self.time_embedding(t).to(x.dtype)  # (B, 4 C_0)
         if self.class_embedding is not None:
             if class_labels is None:
