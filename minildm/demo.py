@@ -6,12 +6,32 @@ Stages, in the paper's order (each timed; the table is printed and written to th
    pairs never shown), and a BPE vocabulary learned from the training captions;
 2. autoencoder (LDM sec. 3.1): a small KL autoencoder, f = 4, 32x32x3 -> 8x8x4;
 3. latents: every training image encoded once, scaled by s = 1 / std(z) and cached;
-4. LDM training (sec. 3.3): a lean U-Net with cross-attention at the 4x4 level and a small
+4. LDM training (sec. 3.3): a lean U-Net with cross-attention at 8x8 and 4x4 and a small
    text transformer trained jointly, condition dropout for classifier-free guidance, EMA;
 5. sampling: DDIM with guidance, one image per prompt for the held-out combinations
    ("a large purple triangle at the top left": purple and triangle were seen, never together);
 6. evaluation: caption-match accuracy by the attribute classifier (a judge trained on real
    images) and the Frechet distance in its feature space, next to the real-vs-real floor.
+
+Why these settings. Each line is one `python -m minildm demo` run with the same data and, from
+the second on, the same autoencoder (--demo.autoencoder_checkpoint), 2,200 LDM steps; accuracy
+on the 300 held-out prompts by the judge; runs in /tmp on the 2-core build machine:
+
+- eps-prediction with min-SNR-5 weighting (the first settings) learned colour (94%) and size
+  (90%) but ignored position entirely (11%; chance is 1/9). Where an object goes is decided at
+  the highest noise levels, and in x0 units min-SNR weights the loss there by min(SNR, 5) ~ 0:
+  no gradient ever asked the U-Net to read "on the left" (the x0 error with the right and with a
+  wrong position word was equal to 3 decimals at every t). Coordinate channels alone: 11.7%.
+- v-prediction with the plain v loss weights the x0 error by SNR + 1 >= 1 everywhere: position
+  93% (colour fell to 18% in that run). Plus the zero-terminal-SNR schedule (Lin et al. 2023:
+  training's last step is pure noise, as sampling's first is) and coordinate channels (the U-Net
+  is told where each latent pixel is): position 100%, size 100%, colour 89%, shape 18%.
+  Clamping the v weight at gamma + 1 = 6 (a min-SNR for v) undid it: position 45%, colour 19%.
+- cross-attention at 8x8 as well as 4x4 (attention_levels=(0, 1)): shape 49%, colour 100%,
+  position 100%, Frechet distance 359 (was 582). It costs ~30% more per step, so 1,800 steps.
+- shape is what is left, and the autoencoder bounds it: on its reconstructions of held-out
+  images the judge reads the right shape for 60% (1,500 steps) or 71% (3,000 steps) of them,
+  under 50% for small objects (about 6 pixels across, 1.5 latent pixels at f = 4); 2,000 steps.
 
 Why it is fast enough: the U-Net runs on 64 latent positions instead of 1,024 pixels (the
 paper's argument, sec. 1 and 4.1), latents are cached, and the model is small.
@@ -35,6 +55,7 @@ from minildm.autoencoder import (
     train_autoencoder,
 )
 from minildm.datasets import ShapesConfig, ShapesDataset, prompt_for
+from minildm.diffusion import ScheduleConfig
 from minildm.ldm import LatentDiffusion, LDMConfig, load_ldm
 from minildm.metrics import (
     ClassifierTrainConfig,
@@ -59,11 +80,12 @@ def default_unet() -> UNetConfig:
         base_channels=32,
         channel_mult=(1, 2),
         num_res_blocks=1,
-        attention_levels=(1,),
+        attention_levels=(0, 1),  # cross-attention at 8x8 too: shape 18% -> 49% (see above)
         num_heads=4,
         head_dim=32,
         context_dim=64,
         norm_groups=8,
+        coordinate_channels=True,  # see "Why these settings" above
     )
 
 
@@ -81,10 +103,10 @@ class DemoConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 1  # see the module docstring
-    ae_steps: int = 1500
+    ae_steps: int = 2000
     ae_batch_size: int = 8
     ae_lr: float = 4e-3
-    steps: int = 2200  # LDM training steps
+    steps: int = 1800  # LDM training steps
     batch_size: int = 64
     lr: float = 2e-3
     sampler_steps: int = 25
@@ -98,7 +120,10 @@ class DemoConfig:
         )
     )
     ldm: LDMConfig = field(
-        default_factory=lambda: LDMConfig(unet=default_unet(), text_encoder=default_text_encoder(), min_snr_gamma=5.0)
+        default_factory=lambda: LDMConfig(
+            unet=default_unet(), text_encoder=default_text_encoder(), schedule=ScheduleConfig(zero_terminal_snr=True),
+            prediction_type="v", min_snr_gamma=None,
+        )
     )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_steps=100, ema_decay=0.995))
 
@@ -125,6 +150,7 @@ class DemoConfig:
             ldm=LDMConfig(
                 unet=dataclasses.replace(default_unet(), base_channels=16, head_dim=8, context_dim=32, norm_groups=8),
                 text_encoder=TextEncoderConfig(vocab_size=1024, context_length=16, width=32, num_layers=1, num_heads=2),
+                schedule=ScheduleConfig(zero_terminal_snr=True), prediction_type="v",
             ),
         )  # fmt: skip
 

@@ -62,6 +62,11 @@ class LDMConfig:
                     f"the U-Net's context_dim must equal the text encoder's width, "
                     f"got {self.unet.context_dim} and {self.text_encoder.width}"
                 )
+        if self.schedule.zero_terminal_snr and self.prediction_type == "eps":
+            raise ValueError(
+                "a zero-terminal-SNR schedule needs prediction_type 'v' or 'x0': at SNR = 0 an eps "
+                "prediction says nothing about x0 (Lin et al. 2023, sec. 3.2)"
+            )
         if self.conditioning == "class" and not self.unet.num_classes:
             raise ValueError("conditioning='class' needs unet.num_classes >= 1")
 

@@ -125,6 +125,9 @@ def test_config_errors_say_what_was_expected():
         LDMConfig(prediction_type="noise")
     with pytest.raises(ValueError, match="context_dim must equal the text encoder's width"):
         LDMConfig(unet=UNetConfig(context_dim=32), text_encoder=TextEncoderConfig(width=64))
+    with pytest.raises(ValueError, match="zero-terminal-SNR schedule needs prediction_type 'v' or 'x0'"):
+        LDMConfig(unet=UNetConfig(context_dim=64), text_encoder=TextEncoderConfig(width=64),
+                  schedule=ScheduleConfig(zero_terminal_snr=True), prediction_type="eps")  # fmt: skip
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -2,6 +2,8 @@
 weights (guidance w = 1 is the conditional model, strength 0 / 1 of SDEdit, the known region of
 training-free inpainting), exact reproducibility under a fixed generator, shapes, and errors."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -194,3 +196,19 @@ def test_strength_outside_zero_one_is_refused(text_ldm, strength):
 def test_one_prompt_per_image_is_required(text_ldm):
     with pytest.raises(ValueError, match=r"need one entry of prompts per sample \(2\), got 1"):
         image_to_image(text_ldm, make_sampler(text_ldm, "ddim", 2), images(), 0.5, ["a red circle"])
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+def test_a_zero_terminal_snr_model_samples_from_the_pure_noise_step(text_ldm, name):
+    """Leading spacing (SD's) never visits t = T - 1; on a zero-terminal-SNR schedule the sampler
+    starts there, where the model was trained on pure noise (Lin et al. 2023, sec. 3.3)."""
+    T = text_ldm.schedule.num_timesteps
+    assert make_sampler(text_ldm, name, 4).timesteps[0] < T - 1
+    config = dataclasses.replace(
+        text_ldm.config, schedule=dataclasses.replace(text_ldm.config.schedule, zero_terminal_snr=True), prediction_type="v"
+    )
+    zero_snr = LatentDiffusion(config, text_ldm.autoencoder, text_ldm.tokenizer)
+    sampler = make_sampler(zero_snr, name, 4)
+    assert sampler.timesteps[0] == T - 1 and float(zero_snr.schedule.snr(torch.tensor([T - 1]))) == 0.0
+    images = text_to_image(zero_snr, sampler, PROMPTS, guidance_scale=2.0, generator=seeded())
+    assert torch.isfinite(images).all()

@@ -12,6 +12,11 @@ x0_hat||^2; expressed per target:
     eps: w(t) = min(SNR, gamma) / SNR  = min(1, gamma / SNR)
     x0:  w(t) = min(SNR, gamma)
     v:   w(t) = min(SNR, gamma) / (SNR + 1)
+
+A caution measured in minildm/demo.py: in x0 units both plain eps and min-SNR weight the
+highest-noise steps by about SNR(t) ~ 0, and those are the steps where the layout (where an
+object goes) is decided. A small model trained briefly with them learned colour and size from
+text but ignored position; the plain v loss (weight SNR + 1 >= 1) learned it.
 """
 
 import torch

@@ -30,11 +30,19 @@ SAMPLERS = ("ddim", "ddpm")
 def make_sampler(ldm: LatentDiffusion, name: str = "ddim", num_inference_steps: int = 50, eta: float = 0.0):
     """A DDIM or DDPM sampler over `num_inference_steps` of the model's schedule, for its prediction type.
 
-    eta only applies to DDIM (0: deterministic, 1: DDPM-like noise)."""
+    eta only applies to DDIM (0: deterministic, 1: DDPM-like noise). Spacing is "leading" (Stable
+    Diffusion's), except on a zero-terminal-SNR schedule, where sampling must start at t = T - 1,
+    the step that was trained on pure noise: "trailing" (Lin et al. 2023, sec. 3.3)."""
+    spacing = "trailing" if ldm.schedule.config.zero_terminal_snr else "leading"
     if name == "ddim":
-        return DDIMSampler(ldm.schedule, num_inference_steps, eta=eta, prediction_type=ldm.prediction_type)
+        return DDIMSampler(
+            ldm.schedule, num_inference_steps, eta=eta, prediction_type=ldm.prediction_type, timestep_spacing=spacing
+        )
     if name == "ddpm":
-        return DDPMSampler(ldm.schedule, prediction_type=ldm.prediction_type, num_inference_steps=num_inference_steps)
+        return DDPMSampler(
+            ldm.schedule, prediction_type=ldm.prediction_type, num_inference_steps=num_inference_steps,
+            timestep_spacing=spacing,
+        )  # fmt: skip
     raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")
 
 
