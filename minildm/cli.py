@@ -156,10 +156,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if not args.prompt:
         raise UsageError("give at least one --prompt TEXT")
     prompts = [p for p in args.prompt for _ in range(args.num)]  # (prompt 0 x num, prompt 1 x num, ...)
-    try:
-        ldm.tokenize(prompts)  # fail now, before sampling, on a prompt longer than the context
-    except ValueError as err:
-        raise UsageError(f"a prompt is too long for this model: {err}") from err
+    for prompt in args.prompt:  # fail now, before sampling, on a prompt longer than the context
+        length = len(ldm.tokenizer.encode(prompt)) + 2  # with the start and end tokens
+        if length > ldm.context_length:
+            raise UsageError(
+                f"prompt {prompt[:60]!r} is too long for this model: {length} tokens with the start and end "
+                f"tokens, it reads at most {ldm.context_length}; shorten the prompt"
+            )
     if args.steps > ldm.schedule.num_timesteps:
         raise UsageError(f"--steps must be at most the model's {ldm.schedule.num_timesteps} timesteps, got {args.steps}")
     generator = torch.Generator(args.device).manual_seed(args.seed)

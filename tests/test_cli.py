@@ -103,7 +103,7 @@ def test_corrupt_checkpoint(capsys, tmp_path):
 def test_prompt_longer_than_the_context(capsys, checkpoint, tmp_path):
     long_prompt = "a large red circle at the top left " * 4
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", long_prompt, "--out", str(tmp_path / "g.png"))
-    assert_one_line_error(code, err, "too long", "context_length=16")
+    assert_one_line_error(code, err, "too long", "at most 16")
     assert not (tmp_path / "g.png").exists()
 
 
