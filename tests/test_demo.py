@@ -21,8 +21,8 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
     assert all(seconds >= 0 for seconds in report["seconds"].values())
     for attribute in ("shape", "colour", "size", "position", "all"):
         assert 0.0 <= report["accuracy"][attribute] <= 1.0
-        assert 0.0 <= report["autoencoder_ceiling"][attribute] <= 1.0
-    assert "ceiling" in (out / "report.md").read_text()
+        assert 0.0 <= report["autoencoder_reconstruction_accuracy"][attribute] <= 1.0
+    assert "real images through the autoencoder" in (out / "report.md").read_text()
     assert report["frechet_distance"] >= 0 and report["frechet_distance_floor"] >= 0
     assert len(report["prompts"]) == report["config"]["num_eval"]
     # every held-out prompt names a (shape, colour) pair that training never saw
