@@ -212,7 +212,10 @@ def build_text_ldm(config: DemoConfig, autoencoder: AutoencoderKL, captions: lis
     tokenizer = CLIPTokenizer.from_merges(train_bpe(captions, config.num_merges))
     text_config = dataclasses.replace(config.ldm.text_encoder, vocab_size=tokenizer.vocab_size)
     unet_config = dataclasses.replace(
-        config.ldm.unet, in_channels=autoencoder.config.latent_channels, context_dim=text_config.width
+        config.ldm.unet,
+        in_channels=autoencoder.config.latent_channels,
+        out_channels=autoencoder.config.latent_channels,  # the U-Net predicts a latent-shaped target
+        context_dim=text_config.width,
     )
     ldm_config = dataclasses.replace(config.ldm, unet=unet_config, text_encoder=text_config, image_size=config.size)
     torch.manual_seed(config.seed)

@@ -126,6 +126,11 @@ class LatentDiffusion(nn.Module):
                 f"the U-Net's in_channels must equal the autoencoder's latent_channels, "
                 f"got {config.unet.in_channels} and {autoencoder.config.latent_channels}"
             )
+        if config.unet.out_channels != autoencoder.config.latent_channels:
+            raise ValueError(
+                f"the U-Net's out_channels must equal the autoencoder's latent_channels (it predicts a latent), "
+                f"got {config.unet.out_channels} and {autoencoder.config.latent_channels}"
+            )
         if config.conditioning == "text" and tokenizer is None:
             raise ValueError("conditioning='text' needs a tokenizer, got None")
         self.config = config

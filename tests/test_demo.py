@@ -1,11 +1,16 @@
 """The demo end to end at its smallest size (`demo --quick`), then `sample` on its checkpoint:
 what `make demo` does on a fresh clone, with every stage exercised and every file checked."""
 
+import dataclasses
 import json
 
 import matplotlib.image as mpimg
+import torch
 
+from minildm.autoencoder import AutoencoderKL
 from minildm.cli import main
+from minildm.demo import DemoConfig, build_text_ldm
+from minildm.ldm import LDMBatch
 
 STAGES = ("data", "autoencoder", "latents", "LDM training", "sampling", "evaluation")
 
@@ -35,3 +40,12 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
     first = mpimg.imread(grid)
     assert main(args) == 0
     assert (mpimg.imread(grid) == first).all(), "the same seed must give the same grid"
+
+
+def test_the_ldm_takes_and_predicts_as_many_channels_as_the_autoencoder_gives():
+    config = DemoConfig.quick()
+    autoencoder = AutoencoderKL(dataclasses.replace(config.autoencoder, latent_channels=8))
+    captions = ["a small red circle on the left", "a large blue square at the top"]
+    ldm = build_text_ldm(config, autoencoder, captions)
+    loss = ldm.training_loss(LDMBatch(torch.randn(2, 8, 8, 8), tokens=ldm.tokenize(captions)))
+    assert loss.ndim == 0 and torch.isfinite(loss)

@@ -151,3 +151,11 @@ def test_load_ldm_errors(tmp_path):
     save_checkpoint({"kind": "something else", "config": {}, "autoencoder_config": {}, "model": {}}, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="expected a latent diffusion model"):
         load_ldm(tmp_path / "x.pt")
+
+
+def test_the_unet_must_take_and_predict_the_autoencoders_latent_channels():
+    ldm = tiny_ldm()
+    for change in ({"in_channels": 3}, {"out_channels": 3}):
+        unet = dataclasses.replace(ldm.config.unet, **change)
+        with pytest.raises(ValueError, match=f"the U-Net's {next(iter(change))} must equal the autoencoder's latent_channels"):
+            LatentDiffusion(dataclasses.replace(ldm.config, unet=unet), ldm.autoencoder, ldm.tokenizer)
