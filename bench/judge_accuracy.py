@@ -13,7 +13,11 @@ import time
 import torch
 
 from minildm.datasets.shapes import data_root
-from minildm.metrics.caption_match import JUDGE_EVAL_SAMPLES, JUDGE_TRAIN_SAMPLES, load_or_train_shapes_classifier
+from minildm.metrics.caption_match import (
+    JUDGE_EVAL_SAMPLES,
+    JUDGE_TRAIN_SAMPLES,
+    load_or_train_shapes_classifier,
+)
 
 
 def main():

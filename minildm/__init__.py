@@ -5,14 +5,59 @@ The pipeline, in the paper's order: datasets -> autoencoder (sec. 3.1) -> diffus
 samplers and applications (sec. 4).
 """
 
+from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
+from minildm.datasets import ShapesConfig, ShapesDataset
+from minildm.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    NoiseSchedule,
+    ScheduleConfig,
+    classifier_free_guidance,
+    diffusion_loss,
+)
+from minildm.ldm import LatentDiffusion, LDMConfig
+
+from minildm.nn import UNet, UNetConfig
 from minildm.nn.attention import MultiHeadAttention, attention
+from minildm.pipelines import (
+    image_to_image,
+    inpaint,
+    inpaint_training_free,
+    make_sampler,
+    super_resolve,
+    text_to_image,
+)
+from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
 from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-# Public names, one line per part of the pipeline (each helper adds its own below).
-from minildm.nn import UNet, UNetConfig
-from minildm.datasets import ShapesConfig, ShapesDataset
-from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
-from minildm.diffusion import DDIMSampler, DDPMSampler, NoiseSchedule, ScheduleConfig, classifier_free_guidance, diffusion_loss
-from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.ldm import LatentDiffusion, LDMConfig
-from minildm.pipelines import image_to_image, inpaint, inpaint_training_free, make_sampler, super_resolve, text_to_image
+__all__ = [
+    "AutoencoderConfig",
+    "AutoencoderKL",
+    "CLIPTokenizer",
+    "CheckpointError",
+    "DDIMSampler",
+    "DDPMSampler",
+    "LDMConfig",
+    "LatentDiffusion",
+    "MultiHeadAttention",
+    "NoiseSchedule",
+    "ScheduleConfig",
+    "ShapesConfig",
+    "ShapesDataset",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "UNet",
+    "UNetConfig",
+    "VQAutoencoder",
+    "attention",
+    "classifier_free_guidance",
+    "diffusion_loss",
+    "image_to_image",
+    "inpaint",
+    "inpaint_training_free",
+    "load_checkpoint",
+    "make_sampler",
+    "save_checkpoint",
+    "super_resolve",
+    "text_to_image",
+]

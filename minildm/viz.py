@@ -11,9 +11,9 @@ import matplotlib
 
 if "MPLBACKEND" not in os.environ and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")  # draw to files on machines without a screen
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:

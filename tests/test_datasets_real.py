@@ -13,9 +13,16 @@ import torch
 from PIL import Image
 
 from minildm.datasets import (
-    MNIST, DatasetCorruptError, DatasetUnavailableError, RemoteFile, ensure_file, load_cifar10, load_idx_dataset, load_image_folder,
+    MNIST,
+    DatasetCorruptError,
+    DatasetUnavailableError,
+    RemoteFile,
+    cifar,
+    ensure_file,
+    load_cifar10,
+    load_idx_dataset,
+    load_image_folder,
 )  # fmt: skip
-from minildm.datasets import cifar
 from minildm.datasets.download import md5_of
 from minildm.datasets.idx import IDXDatasetSpec, read_idx
 

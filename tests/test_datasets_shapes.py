@@ -4,13 +4,29 @@ import numpy as np
 import pytest
 import torch
 
-from minildm.datasets import COLOURS, HELDOUT_COMBINATIONS, POSITIONS, SHAPES, SIZES, ShapesConfig, ShapesDataset, caption_for, prompt_for
-from minildm.datasets.captions import COLOUR_WORDS, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, relations_between
+from minildm.datasets import (
+    COLOURS,
+    HELDOUT_COMBINATIONS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ShapesConfig,
+    ShapesDataset,
+    caption_for,
+    prompt_for,
+)
+from minildm.datasets.captions import (
+    COLOUR_WORDS,
+    POSITION_WORDS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    relations_between,
+)
 from minildm.datasets.render import coverage, hsv_to_rgb
 
 
 def small(**overrides):
-    fields = dict(size=32, num_samples=300, seed=0, split="train", max_objects=2, cache=False)
+    fields = {"size": 32, "num_samples": 300, "seed": 0, "split": "train", "max_objects": 2, "cache": False}
     fields.update(overrides)
     return ShapesDataset(ShapesConfig(**fields))
 
@@ -89,7 +105,7 @@ def test_colour_of_the_main_object_matches_its_hue():
 
 def test_any_power_of_two_and_bad_configs():
     assert small(size=16, num_samples=4).images.shape[-1] == 16
-    for bad in (dict(size=48), dict(split="test"), dict(max_objects=3), dict(num_samples=0)):
+    for bad in ({"size": 48}, {"split": "test"}, {"max_objects": 3}, {"num_samples": 0}):
         with pytest.raises(ValueError):
             ShapesConfig(**bad)
 
@@ -121,7 +137,7 @@ def test_prompts_and_captions():
     with pytest.raises(ValueError):
         prompt_for("hexagon", "red", "large", "top left")
     rng = np.random.default_rng(0)
-    objects = [dict(shape="circle", colour="red", size="small", position="left"), dict(shape="square", colour="blue", size="large", position="right")]
+    objects = [{"shape": "circle", "colour": "red", "size": "small", "position": "left"}, {"shape": "square", "colour": "blue", "size": "large", "position": "right"}]
     captions = {caption_for(objects, rng) for _ in range(200)}
     assert len(captions) > 10  # several templates and synonyms
     # the red circle is left of the blue square and on the same row: no other relation is true

@@ -8,8 +8,18 @@ from skimage.metrics import structural_similarity
 
 from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.metrics import (
-    AttributeClassifier, ClassifierConfig, ClassifierTrainConfig, caption_match_accuracy, frechet_distance,
-    frechet_with_floor, psnr, psnr_per_image, sqrtm_psd, ssim, ssim_per_image, train_attribute_classifier,
+    AttributeClassifier,
+    ClassifierConfig,
+    ClassifierTrainConfig,
+    caption_match_accuracy,
+    frechet_distance,
+    frechet_with_floor,
+    psnr,
+    psnr_per_image,
+    sqrtm_psd,
+    ssim,
+    ssim_per_image,
+    train_attribute_classifier,
 )  # fmt: skip
 from minildm.metrics.caption_match import load_or_train_shapes_classifier
 

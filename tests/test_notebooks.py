@@ -4,7 +4,6 @@ A notebook reads MINILDM_QUICK in its first code cell and shrinks its datasets, 
 step counts so that it runs on a CPU in well under a minute.
 """
 
-import os
 from pathlib import Path
 
 import nbformat

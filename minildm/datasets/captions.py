@@ -12,7 +12,14 @@ accuracy: the attributes it names are exactly the labels the attribute classifie
 
 import numpy as np
 
-from minildm.datasets.attributes import COLOURS, POSITION_CELLS, POSITIONS, SHAPES, SIZES, attribute_index
+from minildm.datasets.attributes import (
+    COLOURS,
+    POSITION_CELLS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    attribute_index,
+)
 
 # the first synonym of each word is the canonical one used by prompt_for
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}

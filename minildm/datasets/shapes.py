@@ -30,9 +30,22 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from minildm.datasets.attributes import COLOUR_HUES, COLOURS, HELDOUT_COMBINATIONS, POSITION_CELLS, POSITIONS, SHAPES, SIZES
+from minildm.datasets.attributes import (
+    COLOUR_HUES,
+    COLOURS,
+    HELDOUT_COMBINATIONS,
+    POSITION_CELLS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+)
 from minildm.datasets.captions import caption_for
-from minildm.datasets.render import SHAPE_EXTENTS, coverage, hsv_to_rgb, textured_background
+from minildm.datasets.render import (
+    SHAPE_EXTENTS,
+    coverage,
+    hsv_to_rgb,
+    textured_background,
+)
 from minildm.train.checkpoint import load_checkpoint, save_checkpoint
 
 GENERATOR_VERSION = 1  # bump when the pictures change, so stale caches are not reused

@@ -13,8 +13,19 @@ from dataclasses import asdict
 
 import torch
 
-from minildm.datasets.shapes import GENERATOR_VERSION, ShapesConfig, ShapesDataset, data_root
-from minildm.metrics.classifier import AttributeClassifier, ClassifierConfig, ClassifierTrainConfig, head_accuracy, train_attribute_classifier
+from minildm.datasets.shapes import (
+    GENERATOR_VERSION,
+    ShapesConfig,
+    ShapesDataset,
+    data_root,
+)
+from minildm.metrics.classifier import (
+    AttributeClassifier,
+    ClassifierConfig,
+    ClassifierTrainConfig,
+    head_accuracy,
+    train_attribute_classifier,
+)
 from minildm.train.checkpoint import load_checkpoint, save_checkpoint
 
 JUDGE_TRAIN_SAMPLES = 15000

@@ -18,8 +18,8 @@ layer, so the features keep where things are (the position head needs that).
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from minildm.datasets.attributes import COLOURS, POSITIONS, SHAPES, SIZES

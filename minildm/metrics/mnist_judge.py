@@ -11,7 +11,13 @@ from pathlib import Path
 
 from minildm.datasets.idx import MNIST, IDXDatasetSpec, load_idx_dataset
 from minildm.datasets.shapes import data_root
-from minildm.metrics.classifier import AttributeClassifier, ClassifierConfig, ClassifierTrainConfig, head_accuracy, train_attribute_classifier
+from minildm.metrics.classifier import (
+    AttributeClassifier,
+    ClassifierConfig,
+    ClassifierTrainConfig,
+    head_accuracy,
+    train_attribute_classifier,
+)
 from minildm.train.checkpoint import load_checkpoint, save_checkpoint
 
 
