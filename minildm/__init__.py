@@ -16,7 +16,6 @@ from minildm.diffusion import (
     diffusion_loss,
 )
 from minildm.ldm import LatentDiffusion, LDMConfig
-
 from minildm.nn import UNet, UNetConfig
 from minildm.nn.attention import MultiHeadAttention, attention
 from minildm.pipelines import (
