@@ -17,8 +17,9 @@ paper:
 Optional, not in the paper: `coordinate_channels` appends two fixed channels holding each
 position's (y, x) in [-1, 1] to the input (CoordConv, Liu et al. 2018). A convolution is
 translation-equivariant, so a U-Net learns where it is only from the zero padding at the
-borders; a large model trained long learns that, a small one trained for minutes on a CPU does
-not, and then ignores "on the left" (see minildm/demo.py for the measured difference).
+borders; the coordinates hand a small, briefly trained model that for free. They are no cure on
+their own: in minildm/demo.py's measurements position stayed at chance with coordinates until the
+loss weighted the high-noise steps, where layout is decided (see diffusion/loss.py).
 
 Shape through the net (level l has base_channels * channel_mult[l] channels, resolution H / 2^l):
 
