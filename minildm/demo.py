@@ -27,8 +27,9 @@ README's "The demo" lists the flags that repeat every run):
 - cross-attention at 8x8 as well as 4x4 (attention_levels=(0, 1)): shape 49%, colour 100%,
   position 100%, Frechet distance 359 (was 582). It costs ~30% more per step, so 1,800 steps.
 - shape is what is left, and the autoencoder limits it: the report's last column is the judge
-  on its reconstructions of the real held-out images (shape 62% in the final run). Small objects are about 6 pixels across,
-  1.5 latent pixels at f = 4. 2,000 autoencoder steps keep the whole demo under 10 minutes.
+  on its reconstructions of the real held-out images (shape 62% in the final run). Small
+  objects are about 6 pixels across, 1.5 latent pixels at f = 4. 2,000 autoencoder steps keep
+  the whole demo under 10 minutes.
   8 latent channels kept more shape through the autoencoder (70%) but the LDM, in the same
   1,800 steps, learned less from them (shape 28%, colour 70%): 4 it is.
 
