@@ -134,6 +134,18 @@ def test_bad_config_raises():
         UNetConfig(**TINY, attention_levels=(2,))
     with pytest.raises(ValueError, match="divisible by norm_groups=32"):
         UNetConfig(base_channels=48)
+    # heads split the channels only where there is attention: the listed levels and the middle
+    with pytest.raises(ValueError, match="channels 16 must be divisible by head_dim=32"):
+        UNetConfig(base_channels=16, channel_mult=(1, 2), attention_levels=(0,), head_dim=32, norm_groups=8)
+
+
+def test_a_level_without_attention_need_not_split_into_heads():
+    # the demo's f = 2 U-Net: 16 channels at 16x16 with no attention, heads of 32 below
+    cfg = UNetConfig(in_channels=4, base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
+                     head_dim=32, context_dim=8, norm_groups=8)
+    unet = UNet(cfg)
+    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([1, 500]), context=torch.randn(2, 3, 8))
+    assert out.shape == (2, 4, 8, 8)
 
 
 def test_coordinate_channels_are_the_row_and_column_concatenated_to_the_input():

@@ -78,10 +78,11 @@ class UNetConfig:
                 raise ValueError(
                     f"attention_levels must lie in 0..{len(self.channel_mult) - 1}, got {self.attention_levels}"
                 )
-        for channels in self.level_channels:
+        attended = set(self.attention_levels) | {len(self.channel_mult) - 1}  # the middle attends at the deepest level
+        for level, channels in enumerate(self.level_channels):
             if channels % self.norm_groups != 0:
                 raise ValueError(f"channels {channels} must be divisible by norm_groups={self.norm_groups}")
-            if channels % (self.head_dim or self.num_heads) != 0:
+            if level in attended and channels % (self.head_dim or self.num_heads) != 0:
                 split = f"head_dim={self.head_dim}" if self.head_dim else f"num_heads={self.num_heads}"
                 raise ValueError(f"channels {channels} must be divisible by {split}")
 
