@@ -219,6 +219,7 @@ def build_text_ldm(config: DemoConfig, autoencoder: AutoencoderKL, captions: lis
         in_channels=autoencoder.config.latent_channels,
         out_channels=autoencoder.config.latent_channels,  # the U-Net predicts a latent-shaped target
         context_dim=text_config.width,
+        pooled_dim=None if config.ldm.unet.pooled_dim is None else text_config.width,
     )
     ldm_config = dataclasses.replace(config.ldm, unet=unet_config, text_encoder=text_config, image_size=config.size)
     torch.manual_seed(config.seed)

@@ -62,6 +62,13 @@ class LDMConfig:
                     f"the U-Net's context_dim must equal the text encoder's width, "
                     f"got {self.unet.context_dim} and {self.text_encoder.width}"
                 )
+            if self.unet.pooled_dim not in (None, self.text_encoder.width):
+                raise ValueError(
+                    f"the U-Net's pooled_dim must be None or the text encoder's width, "
+                    f"got {self.unet.pooled_dim} and {self.text_encoder.width}"
+                )
+        elif self.unet.pooled_dim is not None:
+            raise ValueError(f"unet.pooled_dim is for text models, got conditioning={self.conditioning!r}")
         if self.schedule.zero_terminal_snr and self.prediction_type == "eps":
             raise ValueError(
                 "a zero-terminal-SNR schedule needs prediction_type 'v' or 'x0': at SNR = 0 an eps "
@@ -105,6 +112,7 @@ class Condition:
 
     context: torch.Tensor | None = None
     class_labels: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None  # (B, d), the text at its end token, when the U-Net takes it
 
     @staticmethod
     def cat(conditions: list["Condition"]) -> "Condition":
@@ -112,7 +120,9 @@ class Condition:
             return None if values[0] is None else torch.cat(values)
 
         return Condition(
-            join([c.context for c in conditions]), join([c.class_labels for c in conditions])
+            join([c.context for c in conditions]),
+            join([c.class_labels for c in conditions]),
+            join([c.pooled for c in conditions]),
         )
 
 
@@ -178,9 +188,10 @@ class LatentDiffusion(nn.Module):
         return self.tokenizer(prompts, context_length=self.context_length, truncate=False).to(self.device)
 
     def encode_tokens(self, tokens: torch.Tensor) -> Condition:
-        """Token ids (B, L) -> Condition(context = tau_theta(y) (B, L, d))."""
-        hidden, _ = self.text_encoder(tokens)  # (B, L, d), pooled (B, d) unused
-        return Condition(context=hidden)
+        """Token ids (B, L) -> Condition(context = tau_theta(y) (B, L, d), and the pooled
+        vector (B, d) if the U-Net takes one)."""
+        hidden, pooled = self.text_encoder(tokens)  # (B, L, d), (B, d)
+        return Condition(context=hidden, pooled=pooled if self.config.unet.pooled_dim is not None else None)
 
     def encode_condition(
         self, prompts: list[str] | None = None, class_labels: torch.Tensor | None = None
@@ -214,7 +225,9 @@ class LatentDiffusion(nn.Module):
         self, z_t: torch.Tensor, t: torch.Tensor, cond: Condition, x_concat: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The U-Net's prediction (eps, x0 or v, see prediction_type) for z_t (B, c, h, w)."""
-        return self.unet(z_t, t, context=cond.context, class_labels=cond.class_labels, x_concat=x_concat)
+        return self.unet(
+            z_t, t, context=cond.context, class_labels=cond.class_labels, x_concat=x_concat, pooled=cond.pooled
+        )
 
     def training_loss(
         self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None

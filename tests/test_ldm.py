@@ -159,3 +159,22 @@ def test_the_unet_must_take_and_predict_the_autoencoders_latent_channels():
         unet = dataclasses.replace(ldm.config.unet, **change)
         with pytest.raises(ValueError, match=f"the U-Net's {next(iter(change))} must equal the autoencoder's latent_channels"):
             LatentDiffusion(dataclasses.replace(ldm.config, unet=unet), ldm.autoencoder, ldm.tokenizer)
+
+
+def test_pooled_text_is_the_end_token_state_and_reaches_the_unet():
+    plain = tiny_ldm()
+    config = dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16))
+    ldm = LatentDiffusion(config, plain.autoencoder, plain.tokenizer)
+    tokens = ldm.tokenize(["a red circle", "a blue square"])
+    cond = ldm.encode_tokens(tokens)
+    hidden, pooled = ldm.text_encoder(tokens)
+    torch.testing.assert_close(cond.pooled, pooled)
+    torch.testing.assert_close(cond.pooled, hidden[torch.arange(2), tokens.argmax(-1)])
+    assert plain.encode_tokens(tokens).pooled is None  # the plain model's U-Net takes none
+    joined = Condition.cat([ldm.null_condition(2), cond])
+    assert joined.pooled.shape == (4, 16)
+    loss = ldm.training_loss(tiny_batch(ldm), cond_drop_prob=0.5)
+    loss.backward()
+    assert ldm.unet.pooled_embedding.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pooled_dim must be None or the text encoder's width"):
+        dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=8))

@@ -160,3 +160,23 @@ def test_coordinate_channels_are_the_row_and_column_concatenated_to_the_input():
     torch.testing.assert_close(with_coords(**args), as_concat(**{**args, "x_concat": concat}))
     torch.testing.assert_close(coordinate_grid(torch.zeros(3, 1, 2, 3))[2], torch.tensor(
         [[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]]))  # fmt: skip
+
+
+def test_pooled_text_enters_like_the_time_embedding():
+    # emb = MLP(t) + W p: with W = 0 and b = 0 the model is the one without pooled input
+    cfg = CONFIGS["text"]
+    with_pooled = UNet(UNetConfig(**{**cfg.__dict__, "pooled_dim": 6}))
+    without = UNet(cfg)
+    missing, unexpected = without.load_state_dict(with_pooled.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["pooled_embedding.weight", "pooled_embedding.bias"]
+    args, pooled = inputs(cfg), torch.randn(2, 6)
+    with torch.no_grad():
+        with_pooled.pooled_embedding.weight.zero_()
+        with_pooled.pooled_embedding.bias.zero_()
+        torch.testing.assert_close(with_pooled(**args, pooled=pooled), without(**args))
+        with_pooled.pooled_embedding.weight.normal_()
+        assert not torch.allclose(with_pooled(**args, pooled=pooled), without(**args), atol=1e-3)
+    with pytest.raises(ValueError, match="pooled must have shape \\(2, 6\\), got None"):
+        with_pooled(**args)
+    with pytest.raises(ValueError, match="pooled_dim=None, so pooled must be None"):
+        without(**args, pooled=pooled)

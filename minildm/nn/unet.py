@@ -67,6 +67,7 @@ class UNetConfig:
     norm_groups: int = 32
     transformer_depth: int = 1  # TransformerBlocks per SpatialTransformer
     coordinate_channels: bool = False  # append (y, x) in [-1, 1] to the input (CoordConv; not in SD)
+    pooled_dim: int | None = None  # width of a pooled text vector added to the time embedding (SDXL; not in SD 1.x)
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
@@ -134,6 +135,7 @@ class UNet(nn.Module):
 
         self.time_embedding = TimestepEmbedding(cfg.base_channels, time_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, time_dim) if cfg.num_classes is not None else None
+        self.pooled_embedding = nn.Linear(cfg.pooled_dim, time_dim) if cfg.pooled_dim is not None else None
         coordinates = 2 if cfg.coordinate_channels else 0
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels + coordinates, channels[0], 3, padding=1)
 
@@ -184,11 +186,12 @@ class UNet(nn.Module):
         context: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
         x_concat: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, in_channels, H, W), t: (B,) int or float steps, context: (B, L, context_dim),
-        class_labels: (B,) long in 0..num_classes, x_concat: (B, extra_in_channels, H, W)
-        -> eps prediction (B, out_channels, H, W)."""
-        t = self.check_inputs(x, t, context, class_labels, x_concat)
+        class_labels: (B,) long in 0..num_classes, x_concat: (B, extra_in_channels, H, W),
+        pooled: (B, pooled_dim) -> eps prediction (B, out_channels, H, W)."""
+        t = self.check_inputs(x, t, context, class_labels, x_concat, pooled)
         if x_concat is not None:
             x = torch.cat([x, x_concat], dim=1)  # (B, in + extra, H, W)
         if self.cfg.coordinate_channels:
@@ -199,6 +202,9 @@ class UNet(nn.Module):
                 class_labels = torch.full_like(t, self.cfg.num_classes, dtype=torch.long)
             # the label enters like the time: emb = MLP(t) + E[y]
             emb = emb + self.class_embedding(class_labels).to(emb.dtype)
+        if self.pooled_embedding is not None:
+            # the whole caption enters every ResBlock like the time: emb = MLP(t) + W p (SDXL)
+            emb = emb + self.pooled_embedding(pooled).to(emb.dtype)
 
         h = self.conv_in(x)
         skips = [h]
@@ -227,7 +233,7 @@ class UNet(nn.Module):
 
         return self.conv_out(self.act(self.conv_norm_out(h)))
 
-    def check_inputs(self, x, t, context, class_labels, x_concat) -> torch.Tensor:
+    def check_inputs(self, x, t, context, class_labels, x_concat, pooled=None) -> torch.Tensor:
         """Raise a ValueError naming the mismatch; return t as a (B,) tensor."""
         cfg = self.cfg
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
@@ -268,6 +274,11 @@ class UNet(nn.Module):
                     f"class_labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = null label), "
                     f"got min {class_labels.min().item()} max {class_labels.max().item()}"
                 )
+        if cfg.pooled_dim is None and pooled is not None:
+            raise ValueError(f"this UNet has pooled_dim=None, so pooled must be None, got {tuple(pooled.shape)}")
+        if cfg.pooled_dim is not None and (pooled is None or pooled.shape != (B, cfg.pooled_dim)):
+            got = None if pooled is None else tuple(pooled.shape)
+            raise ValueError(f"pooled must have shape ({B}, {cfg.pooled_dim}), got {got}")
         return t
 
     def cross_attentions(self) -> dict[str, nn.Module]:
