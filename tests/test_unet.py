@@ -21,6 +21,7 @@ CONFIGS = {
     "text": UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_heads=4),
     "class": UNetConfig(**TINY, attention_levels=(), num_classes=5, head_dim=8, resblock_scale_shift=True),
     "inpaint": UNetConfig(**TINY, extra_in_channels=5, attention_levels=(0, 1), context_dim=24, transformer_depth=2),
+    "pooled text": UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_heads=4, pooled_dim=6),
 }
 
 
@@ -31,12 +32,14 @@ def inputs(cfg: UNetConfig, B=2, H=8):
         "context": torch.randn(B, 7, cfg.context_dim) if cfg.context_dim else None,
         "class_labels": torch.tensor([0, cfg.num_classes - 1]) if cfg.num_classes else None,
         "x_concat": torch.randn(B, cfg.extra_in_channels, H, H) if cfg.extra_in_channels else None,
+        "pooled": torch.randn(B, cfg.pooled_dim) if cfg.pooled_dim else None,
     }
 
 
-def diffusers_forward(ref, x, t, context, class_labels, x_concat):
+def diffusers_forward(ref, x, t, context, class_labels, x_concat, pooled):
     sample = x if x_concat is None else torch.cat([x, x_concat], dim=1)
-    return ref(sample, t, context, class_labels=class_labels).sample
+    # the pooled vector goes in diffusers' class_embedding (simple_projection): emb = MLP(t) + W p
+    return ref(sample, t, context, class_labels=class_labels if pooled is None else pooled).sample
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -51,7 +54,7 @@ def test_parity_with_diffusers(name):
     # same gradients for every weight, matched through the converter's key mapping
     out_ref.square().mean().backward()
     out_ours.square().mean().backward()
-    ref_grads = convert_state_dict({n: p.grad for n, p in ref.named_parameters()})
+    ref_grads = convert_state_dict({n: p.grad for n, p in ref.named_parameters()}, dict(ref.config))
     for n, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[n], rtol=0, atol=1e-5, msg=n)
 
@@ -170,6 +173,7 @@ def test_pooled_text_enters_like_the_time_embedding():
     missing, unexpected = without.load_state_dict(with_pooled.state_dict(), strict=False)
     assert missing == [] and unexpected == ["pooled_embedding.weight", "pooled_embedding.bias"]
     args, pooled = inputs(cfg), torch.randn(2, 6)
+    del args["pooled"]  # None for the "text" config; given below
     with torch.no_grad():
         with_pooled.pooled_embedding.weight.zero_()
         with_pooled.pooled_embedding.bias.zero_()
@@ -180,3 +184,12 @@ def test_pooled_text_enters_like_the_time_embedding():
         with_pooled(**args)
     with pytest.raises(ValueError, match="pooled_dim=None, so pooled must be None"):
         without(**args, pooled=pooled)
+
+
+def test_the_converter_refuses_what_diffusers_cannot_hold():
+    with pytest.raises(ValueError, match="no coordinate channels"):
+        diffusers_config(UNetConfig(**TINY, attention_levels=(), coordinate_channels=True))
+    with pytest.raises(ValueError, match="both num_classes and pooled_dim"):
+        diffusers_config(UNetConfig(**TINY, attention_levels=(), num_classes=3, pooled_dim=6))
+    with pytest.raises(ValueError, match="class_embed_type None or 'simple_projection'"):
+        config_from_diffusers({**diffusers_config(CONFIGS["pooled text"]), "class_embed_type": "projection"})

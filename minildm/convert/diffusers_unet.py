@@ -18,7 +18,9 @@ same name and shape in both.
 Config: diffusers' `attention_head_dim` is, for these U-Nets, the number of heads (an old
 naming accident, kept by diffusers for compatibility); the head width is channels // heads.
 diffusers' class table has `num_class_embeds` rows; minildm's has num_classes + 1 (the last is
-the null label), so num_class_embeds = num_classes + 1. A minildm U-Net without a context maps
+the null label), so num_class_embeds = num_classes + 1. minildm's pooled text vector (emb = MLP(t)
++ W p, `pooled_dim`) is diffusers' class_embed_type="simple_projection" (an nn.Linear named
+class_embedding, called with class_labels=p); its weights are renamed to pooled_embedding. A minildm U-Net without a context maps
 to a diffusers one whose cross_attention_dim equals each level's width, called with
 encoder_hidden_states=None: both then attend to the image tokens in the second attention.
 
@@ -57,7 +59,6 @@ FIXED_SETTINGS = {
     "encoder_hid_dim": None,
     "num_attention_heads": None,
     "dual_cross_attention": False,
-    "class_embed_type": None,
     "addition_embed_type": None,
     "resnet_skip_time_act": False,
     "resnet_out_scale_factor": 1.0,
@@ -74,11 +75,15 @@ FIXED_SETTINGS = {
 }
 
 
-def convert_state_dict(diffusers_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename diffusers' keys to minildm's and turn 1x1-conv projections into Linear weights."""
+def convert_state_dict(diffusers_state: dict[str, torch.Tensor], config: dict | None = None) -> dict[str, torch.Tensor]:
+    """Rename diffusers' keys to minildm's and turn 1x1-conv projections into Linear weights.
+    Pass the diffusers config when it may use class_embed_type="simple_projection" (pooled text)."""
+    pooled = config is not None and config.get("class_embed_type") == "simple_projection"
     converted = {}
     for key, value in diffusers_state.items():
         new_key = key
+        if pooled and key.startswith("class_embedding."):
+            new_key = "pooled_embedding." + key.removeprefix("class_embedding.")
         for old, new in RENAMES:
             new_key = new_key.replace(old, new)
         if (".proj_in." in new_key or ".proj_out." in new_key) and value.ndim == 4:
@@ -92,6 +97,9 @@ def config_from_diffusers(config: dict) -> UNetConfig:
     for name, value in FIXED_SETTINGS.items():
         if config.get(name, value) != value:
             raise ValueError(f"minildm.UNet supports diffusers {name}={value!r} only, got {config[name]!r}")
+    class_embed_type = config.get("class_embed_type")
+    if class_embed_type not in (None, "simple_projection"):
+        raise ValueError(f"minildm.UNet supports class_embed_type None or 'simple_projection', got {class_embed_type!r}")
     channels = list(config["block_out_channels"])
     base = channels[0]
     if any(c % base for c in channels):
@@ -141,6 +149,7 @@ def config_from_diffusers(config: dict) -> UNetConfig:
         head_dim=head_dim,
         context_dim=context_dim,
         num_classes=None if num_class_embeds is None else num_class_embeds - 1,
+        pooled_dim=config["projection_class_embeddings_input_dim"] if class_embed_type == "simple_projection" else None,
         dropout=config.get("dropout", 0.0),
         resblock_scale_shift=config.get("resnet_time_scale_shift", "default") == "scale_shift",
         norm_groups=config.get("norm_num_groups", 32),
@@ -153,6 +162,10 @@ def diffusers_config(cfg: UNetConfig) -> dict:
 
     The input x and x_concat become one diffusers input of in_channels + extra_in_channels.
     """
+    if cfg.coordinate_channels:
+        raise ValueError("diffusers' UNet2DConditionModel has no coordinate channels: use coordinate_channels=False")
+    if cfg.pooled_dim is not None and cfg.num_classes is not None:
+        raise ValueError("diffusers has one class_embedding: a U-Net with both num_classes and pooled_dim has no equal")
     channels = cfg.level_channels
     levels = range(len(channels))
     return {
@@ -168,6 +181,8 @@ def diffusers_config(cfg: UNetConfig) -> dict:
         "transformer_layers_per_block": cfg.transformer_depth,
         "attention_head_dim": tuple(cfg.heads(c)[0] for c in channels),
         "num_class_embeds": None if cfg.num_classes is None else cfg.num_classes + 1,
+        "class_embed_type": None if cfg.pooled_dim is None else "simple_projection",
+        "projection_class_embeddings_input_dim": cfg.pooled_dim,
         "resnet_time_scale_shift": "scale_shift" if cfg.resblock_scale_shift else "default",
         "flip_sin_to_cos": True,
         "freq_shift": 0,
@@ -177,5 +192,5 @@ def diffusers_config(cfg: UNetConfig) -> dict:
 def load_diffusers_unet(config: dict, diffusers_state: dict[str, torch.Tensor]) -> UNet:
     """A minildm.UNet built from a diffusers config and holding its weights (strict: every key must match)."""
     unet = UNet(config_from_diffusers(config))
-    unet.load_state_dict(convert_state_dict(diffusers_state), strict=True)
+    unet.load_state_dict(convert_state_dict(diffusers_state, config), strict=True)
     return unet
