@@ -32,6 +32,7 @@ from minildm.pipelines.sampling import SAMPLERS, make_sampler
 from minildm.pipelines.text_to_image import text_to_image
 from minildm.text import TextEncoderConfig
 from minildm.train.checkpoint import CheckpointError
+from minildm.train.distributed import init_distributed, shutdown
 from minildm.train.trainer import TrainConfig
 from minildm.viz import save_image_grid
 
@@ -90,13 +91,15 @@ def add_config_arguments(
         )
 
 
+def field_overrides(args: argparse.Namespace, prefix: str) -> dict:
+    """{field: value} for every --prefix.field given on the command line."""
+    return {key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith(prefix + ".")}
+
+
 def config_from_args(args: argparse.Namespace, prefix: str, base):
     """`base` with every --prefix.field given on the command line replaced."""
-    overrides = {
-        key.split(".", 1)[1]: value for key, value in vars(args).items() if key.startswith(prefix + ".")
-    }
     try:
-        return dataclasses.replace(base, **overrides)
+        return dataclasses.replace(base, **field_overrides(args, prefix))
     except ValueError as err:
         raise UsageError(f"--{prefix}.*: {err}") from err
 
@@ -193,13 +196,24 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> None:
 
 def model_options(args: argparse.Namespace, config: DemoConfig) -> DemoConfig:
     """`config` with the --ae.*, --ldm.*, --unet.*, --text.*, --schedule.*, --train.* options applied."""
-    ldm_config = config_from_args(args, "ldm", config.ldm)
-    ldm_config = dataclasses.replace(
-        ldm_config,
-        unet=config_from_args(args, "unet", ldm_config.unet),
-        text_encoder=config_from_args(args, "text", ldm_config.text_encoder),
-        schedule=config_from_args(args, "schedule", ldm_config.schedule),
-    )
+    # LDMConfig checks its parts against each other (context width, schedule against prediction
+    # type), so the --ldm.* fields and its parts are replaced in one step
+    text_config = config_from_args(args, "text", config.ldm.text_encoder)
+    unet_config = config_from_args(args, "unet", config.ldm.unet)
+    if text_config is not None:  # the U-Net reads the text encoder's states: its widths follow --text.width
+        pooled_dim = None if unet_config.pooled_dim is None else text_config.width
+        unet_config = dataclasses.replace(unet_config, context_dim=text_config.width, pooled_dim=pooled_dim)
+    schedule = config_from_args(args, "schedule", config.ldm.schedule)
+    try:
+        ldm_config = dataclasses.replace(
+            config.ldm,
+            unet=unet_config,
+            text_encoder=text_config,
+            schedule=schedule,
+            **field_overrides(args, "ldm"),
+        )
+    except ValueError as err:
+        raise UsageError(f"--ldm.*: {err}") from err
     return dataclasses.replace(
         config,
         autoencoder=config_from_args(args, "ae", config.autoencoder),
@@ -215,8 +229,12 @@ def cmd_train_ldm(args: argparse.Namespace) -> None:
     check_image_size(config.size, autoencoder.config)
     out = check_writable_folder(Path(args.out))
     torch.set_num_threads(config.threads)
+    # under torchrun every rank runs this; without it, a single process (rank 0 of 1)
+    dist_info = init_distributed(config.device)
     train_ldm_stage(config, autoencoder, out)
-    print(f"wrote {out / 'ldm.pt'}")
+    shutdown(dist_info)  # only after success: a rank that failed takes the others down anyway
+    if dist_info.is_main:
+        print(f"wrote {out / 'ldm.pt'}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -10,7 +10,8 @@ import torch
 from test_ldm import tiny_ldm
 
 from minildm.autoencoder import save_autoencoder
-from minildm.cli import main, parse_field
+from minildm.cli import UsageError, build_parser, main, model_options, parse_field
+from minildm.demo import DemoConfig
 from minildm.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,25 @@ def test_config_fields_are_parsed_with_their_types():
     assert parse_field("1,2,4", tuple[int, ...], "x") == (1, 2, 4)
     assert parse_field("none", int | None, "x") is None and parse_field("3", int | None, "x") == 3
     assert parse_field("false", bool, "x") is False and parse_field("2e-3", float, "x") == 2e-3
+
+
+def train_ldm_config(*options: str) -> DemoConfig:
+    args = build_parser().parse_args(["train-ldm", "--autoencoder", "a.pt", "--out", "o", *options])
+    return model_options(args, DemoConfig())
+
+
+def test_the_unet_widths_follow_the_text_width():
+    config = train_ldm_config("--text.width=32", "--text.num_heads=2")
+    assert config.ldm.unet.context_dim == config.ldm.unet.pooled_dim == config.ldm.text_encoder.width == 32
+    assert train_ldm_config("--text.width=32", "--text.num_heads=2", "--unet.pooled_dim=none").ldm.unet.pooled_dim is None
+
+
+def test_ldm_fields_and_their_parts_are_checked_together():
+    # eps prediction is refused on the default zero-terminal-SNR schedule, allowed with it off
+    with pytest.raises(UsageError, match="zero-terminal-SNR schedule needs prediction_type"):
+        train_ldm_config("--ldm.prediction_type=eps")
+    config = train_ldm_config("--ldm.prediction_type=eps", "--schedule.zero_terminal_snr=false")
+    assert config.ldm.prediction_type == "eps" and not config.ldm.schedule.zero_terminal_snr
 
 
 def test_a_mistyped_field_is_a_usage_error(capsys, tmp_path):

@@ -70,5 +70,14 @@ def barrier(info: DistributedInfo) -> None:
 
 
 def shutdown(info: DistributedInfo) -> None:
+    """Leave the process group cleanly: every rank waits at a barrier, then destroys it.
+
+    The barrier matters. gloo sends are asynchronous, so a rank that returns from its last
+    collective may still have bytes in flight to a slower peer; destroying the group then
+    tears the connection down under them, and a process that exits without destroying it
+    leaves gloo's threads to die with the interpreter. Either can end in SIGABRT
+    ("terminate called without an active exception") after the work itself succeeded.
+    """
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
