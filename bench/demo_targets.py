@@ -35,6 +35,8 @@ def main() -> int:
         rows.append((f"{name} accuracy", f"{100 * value:.1f}%", f">= {100 * target:.0f}%", value >= target))
     for name, value in report.get("autoencoder_reconstruction_accuracy", {}).items():
         rows.append((f"{name} accuracy of real images through the autoencoder", f"{100 * value:.1f}%", "", None))
+    for name, value in report.get("accuracy_seen_pairs", {}).items():
+        rows.append((f"{name} accuracy for (shape, colour) pairs seen in training", f"{100 * value:.1f}%", "", None))
     rows.append(("Frechet distance", f"{report['frechet_distance']:.2f}", f"floor {report['frechet_distance_floor']:.2f}", None))
     print(f"| measure ({device}, {report['threads']} threads) | measured | target | met |")
     print("| --- | ---: | ---: | --- |")

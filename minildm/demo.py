@@ -75,6 +75,7 @@ from minildm.ldm import LatentDiffusion, LDMConfig, load_ldm
 from minildm.metrics import (
     ClassifierTrainConfig,
     caption_match_accuracy,
+    drawn_shapes,
     frechet_with_floor,
     load_or_train_shapes_classifier,
 )
@@ -298,6 +299,9 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
         # twice num_eval real held-out images: the first num_eval give the prompts, and the
         # Frechet floor compares two disjoint halves of them
         heldout = load_shapes(config, "heldout", 2 * config.num_eval, config.seed + 1)
+        # prompts whose (shape, colour) pair training did show: the gap between the two
+        # accuracies is what composing unseen pairs costs
+        seen = load_shapes(config, "train", config.num_eval, config.seed + 2)
     with timer("autoencoder"):
         if config.autoencoder_checkpoint:
             autoencoder = load_autoencoder(config.autoencoder_checkpoint)
@@ -310,10 +314,13 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
     prompts = heldout_prompts(labels)
     with timer("sampling"):
         samples = sample_prompts(ldm, prompts, config)
+        seen_samples = sample_prompts(ldm, heldout_prompts(seen.labels), config)
     with timer("evaluation"):
         judge_config = ClassifierTrainConfig(steps=config.judge_steps) if config.judge_steps else None
         judge = load_or_train_shapes_classifier(size=config.size, device=config.device, train_config=judge_config)
         accuracy = caption_match_accuracy(judge, samples, labels)
+        seen_accuracy = caption_match_accuracy(judge, seen_samples, seen.labels)
+        drawn = drawn_shapes(judge, samples, labels)
         frechet = frechet_with_floor(judge.extract_features(heldout.images), judge.extract_features(samples))
         fd, fd_floor = frechet["frechet"], frechet["floor"]
         # the judge on the autoencoder's reconstructions of the real held-out images: how much of
@@ -333,6 +340,8 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
         "seconds": timer.seconds,
         "accuracy": accuracy,
         "autoencoder_reconstruction_accuracy": reconstructed,
+        "accuracy_seen_pairs": seen_accuracy,
+        "drawn_shapes_heldout": drawn,
         "targets": TARGETS,
         "frechet_distance": fd,
         "frechet_distance_floor": fd_floor,
@@ -345,6 +354,7 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
     (out_dir / "report.md").write_text(report_markdown(report, timer))
     print(timer.table())
     print(accuracy_table(accuracy, reconstructed))
+    print(composition_tables(accuracy, seen_accuracy, drawn))
     print(f"Frechet distance {fd:.2f} (real vs real floor {fd_floor:.2f})")
     return report
 
@@ -356,6 +366,17 @@ def accuracy_table(accuracy: dict, reconstructed: dict) -> str:
         target = TARGETS.get(name)
         target_text = "" if target is None else f">= {100 * target:.0f}%"
         lines.append(f"| {name} | {100 * value:.1f}% | {target_text} | {100 * reconstructed[name]:.1f}% |")
+    return "\n".join(lines)
+
+
+def composition_tables(accuracy: dict, seen_accuracy: dict, drawn: dict) -> str:
+    """Held-out pairs against seen pairs per attribute, and which shape each held-out pair got."""
+    lines = ["| attribute | held-out (shape, colour) pairs | pairs seen in training |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {100 * accuracy[name]:.1f}% | {100 * seen_accuracy[name]:.1f}% |" for name in accuracy]
+    shapes = list(next(iter(drawn.values()))) if drawn else []
+    lines += ["", "| prompt asked for | " + " | ".join(f"drawn as {s}" for s in shapes) + " |"]
+    lines += ["| --- |" + " ---: |" * len(shapes)]
+    lines += [f"| {pair} | " + " | ".join(str(counts[s]) for s in shapes) + " |" for pair, counts in drawn.items()]
     return "\n".join(lines)
 
 
@@ -374,6 +395,15 @@ The last column is the judge on the autoencoder's reconstructions of the real he
 how much of each attribute survives the first stage (a guide, not a strict bound).
 
 {accuracy_table(report['accuracy'], report['autoencoder_reconstruction_accuracy'])}
+
+## Composition: held-out pairs against seen pairs
+
+The same number of prompts again, for (shape, colour) pairs that training did show. Below,
+what the judge read on the samples for each held-out pair: a model that learnt the words
+apart draws the shape it was asked for; one that learnt them together draws the shape it
+saw in that colour.
+
+{composition_tables(report['accuracy'], report['accuracy_seen_pairs'], report['drawn_shapes_heldout'])}
 
 ## Frechet distance (classifier features, {c['num_eval']} images)
 

@@ -9,6 +9,7 @@ import torch
 
 from minildm.autoencoder import AutoencoderKL
 from minildm.cli import main
+from minildm.datasets.attributes import HELDOUT_COMBINATIONS
 from minildm.demo import DemoConfig, build_text_ldm
 from minildm.ldm import LDMBatch
 
@@ -28,6 +29,13 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
         assert 0.0 <= report["accuracy"][attribute] <= 1.0
         assert 0.0 <= report["autoencoder_reconstruction_accuracy"][attribute] <= 1.0
     assert "real images through the autoencoder" in (out / "report.md").read_text()
+    assert all(0.0 <= value <= 1.0 for value in report["accuracy_seen_pairs"].values())
+    assert set(report["accuracy_seen_pairs"]) == set(report["accuracy"])
+    # the confusion table covers held-out pairs only, one count per held-out prompt
+    heldout_pairs = {f"{colour} {shape}" for shape, colour in HELDOUT_COMBINATIONS}
+    assert set(report["drawn_shapes_heldout"]) <= heldout_pairs
+    assert sum(sum(counts.values()) for counts in report["drawn_shapes_heldout"].values()) == report["config"]["num_eval"]
+    assert "pairs seen in training" in (out / "report.md").read_text()
     assert report["frechet_distance"] >= 0 and report["frechet_distance_floor"] >= 0
     assert len(report["prompts"]) == report["config"]["num_eval"]
     # every held-out prompt names a (shape, colour) pair that training never saw

@@ -21,7 +21,7 @@ from minildm.metrics import (
     ssim_per_image,
     train_attribute_classifier,
 )  # fmt: skip
-from minildm.metrics.caption_match import load_or_train_shapes_classifier
+from minildm.metrics.caption_match import drawn_shapes, load_or_train_shapes_classifier
 
 
 def scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,3 +109,29 @@ def test_judge_is_cached_and_reloaded(tmp_path, monkeypatch):
     assert second.accuracy == first.accuracy
     images = torch.rand(4, 3, 16, 16) * 2 - 1
     assert torch.equal(first(images)["shape"], second(images)["shape"])
+
+
+class FixedJudge:
+    """A judge that reads back the answers it is given (only `predict` and the heads are used)."""
+
+    config = ClassifierConfig()
+
+    def __init__(self, predictions: torch.Tensor):
+        self.predictions = predictions
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.predictions
+
+
+def test_drawn_shapes_counts_the_shape_read_for_each_asked_pair():
+    # columns (shape, colour, size, position); circle=0 square=1, orange=1 green=3
+    asked = torch.tensor([[0, 1, 0, 0], [0, 1, 1, 4], [0, 1, 0, 2], [1, 3, 1, 1], [1, 3, 0, 0]])
+    read = asked.clone()
+    read[:2, 0] = 1  # two of the three orange circles read as squares
+    table = drawn_shapes(FixedJudge(read), torch.zeros(5, 3, 8, 8), asked)
+    assert table == {
+        "orange circle": {"circle": 1, "square": 2, "triangle": 0, "diamond": 0},
+        "green square": {"circle": 0, "square": 2, "triangle": 0, "diamond": 0},
+    }
+    with pytest.raises(ValueError, match="labels must be"):
+        drawn_shapes(FixedJudge(read), torch.zeros(5, 3, 8, 8), asked[:, :2])

@@ -2,6 +2,7 @@
 
 from minildm.metrics.caption_match import (
     caption_match_accuracy,
+    drawn_shapes,
     load_or_train_shapes_classifier,
 )
 from minildm.metrics.classifier import (
@@ -20,6 +21,7 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierTrainConfig",
     "caption_match_accuracy",
+    "drawn_shapes",
     "frechet_distance",
     "frechet_with_floor",
     "head_accuracy",

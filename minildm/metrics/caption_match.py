@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 import torch
 
+from minildm.datasets.attributes import COLOURS, SHAPES
 from minildm.datasets.shapes import (
     GENERATOR_VERSION,
     ShapesConfig,
@@ -38,6 +39,27 @@ def caption_match_accuracy(classifier: AttributeClassifier, images: torch.Tensor
     if labels.ndim != 2 or labels.shape[1] != len(classifier.config.heads) or len(labels) != len(images):
         raise ValueError(f"labels must be (N, {len(classifier.config.heads)}) for N={len(images)} images, got {tuple(labels.shape)}")
     return head_accuracy(classifier, images, labels)
+
+
+def drawn_shapes(classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, int]]:
+    """For each (colour, shape) pair the prompts asked for, how often the judge read each shape:
+    {"orange circle": {"circle": 14, "square": 56, "triangle": 0, "diamond": 0}, ...}.
+
+    A confusion table by pair shows what a low shape accuracy is made of: a model that draws a
+    held-out "orange circle" as the square it saw in orange has learnt the colour and the
+    shape words together instead of apart.
+    """
+    heads = [name for name, _ in classifier.config.heads]
+    if labels.ndim != 2 or labels.shape[1] != len(heads) or len(labels) != len(images):
+        raise ValueError(f"labels must be (N, {len(heads)}) for N={len(images)} images, got {tuple(labels.shape)}")
+    s, c = heads.index("shape"), heads.index("colour")
+    drawn = classifier.predict(images)[:, s]
+    table = {}
+    for shape, colour in sorted(set(map(tuple, labels[:, [s, c]].tolist())), key=lambda pair: (pair[1], pair[0])):
+        asked = (labels[:, s] == shape) & (labels[:, c] == colour)
+        counts = torch.bincount(drawn[asked], minlength=len(SHAPES)).tolist()
+        table[f"{COLOURS[colour]} {SHAPES[shape]}"] = dict(zip(SHAPES, counts))
+    return table
 
 
 def judge_datasets(size: int, train_samples: int, eval_samples: int) -> dict[str, ShapesDataset]:
