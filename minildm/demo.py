@@ -28,11 +28,11 @@ README's "The demo" lists the flags that repeat every run):
   position 100%, Frechet distance 359 (was 582). It costs ~30% more per step, so 1,800 steps.
 - shape is what is left, and the autoencoder limits it: the report's last column is the judge
   on its reconstructions of the real held-out images (shape 62% in the final run). Small
-  objects are about 6 pixels across, 1.5 latent pixels at f = 4. 2,000 autoencoder steps keep
-  the whole demo under 10 minutes.
+  objects are about 6 pixels across, 1.5 latent pixels at f = 4. 2,000 autoencoder steps kept
+  the whole demo under 10 minutes on the AMD build machine (not on a slower Xeon: README).
   8 latent channels kept more shape through the autoencoder (70%) but the LDM, in the same
   1,800 steps, learned less from them (shape 28%, colour 70%): 4 it is. So did 3,000
-  autoencoder steps (74% of shape through it, 46% in the samples, and 10.4 minutes).
+  autoencoder steps (74% of shape through it, 46% in the samples, 10.4 minutes of stages).
 - the pooled caption (SDXL's trick, `UNetConfig.pooled_dim`): the text transformer's state at
   the end token, which has read the whole caption, is added to the time embedding and so
   reaches every ResBlock, not only the attention layers. Same autoencoder, 1,800 steps: shape
@@ -282,7 +282,7 @@ def train_ldm_stage(config: DemoConfig, autoencoder: AutoencoderKL, out_dir: Pat
     return ldm, history
 
 
-def heldout_prompts(labels: torch.Tensor) -> list[str]:
+def canonical_prompts(labels: torch.Tensor) -> list[str]:
     """The canonical prompt for each (shape, colour, size, position) row of `labels` (N, 4)."""
     return [prompt_for(*row) for row in labels.tolist()]
 
@@ -317,10 +317,10 @@ def run_demo(config: DemoConfig, out_dir: Path) -> dict:
     ldm = load_ldm(out_dir / "ldm.pt", device=config.device)  # the EMA weights, as `sample` sees them
     del autoencoder  # the LDM checkpoint carries its own copy
     labels = heldout.labels[: config.num_eval]
-    prompts = heldout_prompts(labels)
+    prompts = canonical_prompts(labels)
     with timer("sampling"):
         samples = sample_prompts(ldm, prompts, config)
-        seen_samples = sample_prompts(ldm, heldout_prompts(seen.labels), config)
+        seen_samples = sample_prompts(ldm, canonical_prompts(seen.labels), config)
     with timer("evaluation"):
         judge_config = ClassifierTrainConfig(steps=config.judge_steps) if config.judge_steps else None
         judge = load_or_train_shapes_classifier(size=config.size, device=config.device, train_config=judge_config)
