@@ -27,7 +27,7 @@ from minildm.pipelines import (
     text_to_image,
 )
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
     "AutoencoderConfig",

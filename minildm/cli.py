@@ -31,7 +31,7 @@ from minildm.nn import UNetConfig
 from minildm.pipelines.sampling import SAMPLERS, make_sampler
 from minildm.pipelines.text_to_image import text_to_image
 from minildm.text import TextEncoderConfig
-from minildm.train.checkpoint import CheckpointError
+from minildm.checkpoint import CheckpointError
 from minildm.train.distributed import init_distributed, shutdown
 from minildm.train.trainer import TrainConfig
 from minildm.viz import save_image_grid

@@ -34,7 +34,7 @@ from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.train.checkpoint import CheckpointError, load_checkpoint
+from minildm.checkpoint import CheckpointError, load_checkpoint
 
 CONDITIONINGS = ("text", "class", "none")
 
@@ -221,7 +221,7 @@ class LatentDiffusion(nn.Module):
 
     # ---- the denoiser and its loss -------------------------------------------------------
 
-    def eps_model(
+    def predict(
         self, z_t: torch.Tensor, t: torch.Tensor, cond: Condition, x_concat: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The U-Net's prediction (eps, x0 or v, see prediction_type) for z_t (B, c, h, w)."""
@@ -251,7 +251,7 @@ class LatentDiffusion(nn.Module):
             cond = Condition(class_labels=labels)
         else:
             cond = Condition()
-        model_output = self.eps_model(z_t, t, cond, x_concat=batch.concat)
+        model_output = self.predict(z_t, t, cond, x_concat=batch.concat)
         return diffusion_loss(
             self.schedule, model_output.float(), z0, noise, t, self.prediction_type, self.config.min_snr_gamma
         )

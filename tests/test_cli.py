@@ -12,7 +12,7 @@ from test_ldm import tiny_ldm
 from minildm.autoencoder import save_autoencoder
 from minildm.cli import UsageError, build_parser, main, model_options, parse_field
 from minildm.demo import DemoConfig
-from minildm.train.checkpoint import save_checkpoint
+from minildm.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

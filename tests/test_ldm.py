@@ -10,7 +10,7 @@ from minildm.diffusion import ScheduleConfig
 from minildm.ldm import Condition, LatentDiffusion, LDMBatch, LDMConfig, load_ldm
 from minildm.nn import UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoderConfig, train_bpe
-from minildm.train.checkpoint import CheckpointError, save_checkpoint
+from minildm.checkpoint import CheckpointError, save_checkpoint
 
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the centre", "a green triangle"]
 
@@ -84,7 +84,7 @@ def test_loss_is_the_mse_to_the_target_of_the_prediction_type(prediction_type):
     t = torch.randint(0, 100, (4,), generator=generator)
     noise = torch.randn(batch.latents.shape, generator=generator)
     z_t = ldm.schedule.q_sample(batch.latents, t, noise)
-    output = ldm.eps_model(z_t, t, ldm.encode_tokens(batch.tokens))
+    output = ldm.predict(z_t, t, ldm.encode_tokens(batch.tokens))
     target = ldm.schedule.target(prediction_type, batch.latents, noise, t)
     torch.testing.assert_close(loss, ((output - target) ** 2).mean())
 
@@ -138,7 +138,7 @@ def test_checkpoint_round_trip(tmp_path):
     z, t = torch.randn(2, 4, 8, 8), torch.tensor([5, 50])
     ldm.eval()
     cond = ldm.encode_condition(["a red circle", ""])
-    torch.testing.assert_close(loaded.eps_model(z, t, loaded.encode_condition(["a red circle", ""])), ldm.eps_model(z, t, cond))
+    torch.testing.assert_close(loaded.predict(z, t, loaded.encode_condition(["a red circle", ""])), ldm.predict(z, t, cond))
     assert float(loaded.autoencoder.scale_factor) == pytest.approx(0.7)
 
 

@@ -79,7 +79,7 @@ def conditional_loop(ldm, sampler, cond, z, timesteps, generator):
     """The reverse process with the conditional model alone, written out once more."""
     for t in timesteps:
         t_batch = torch.full((z.shape[0],), int(t), dtype=torch.long)
-        z = sampler.step(ldm.eps_model(z, t_batch, cond).float(), t, z, generator=generator)
+        z = sampler.step(ldm.predict(z, t_batch, cond).float(), t, z, generator=generator)
     return z
 
 
@@ -122,7 +122,7 @@ def test_batched_guidance_splits_into_its_two_branches(text_ldm):
     z = torch.randn(2, *text_ldm.latent_shape())
     cond, uncond = text_ldm.encode_condition(PROMPTS), text_ldm.null_condition(2)
     t = torch.full((2,), 40, dtype=torch.long)
-    out_cond, out_uncond = text_ldm.eps_model(z, t, cond), text_ldm.eps_model(z, t, uncond)
+    out_cond, out_uncond = text_ldm.predict(z, t, cond), text_ldm.predict(z, t, uncond)
     torch.testing.assert_close(guided_model_output(text_ldm, z, 40, cond, uncond, 1.0), out_cond)
     torch.testing.assert_close(guided_model_output(text_ldm, z, 40, cond, uncond, 0.0), out_uncond)
     torch.testing.assert_close(

@@ -219,6 +219,6 @@ def test_a_concat_model_started_from_a_base_model_computes_the_same(text_ldm):
     z, t = torch.randn(2, LATENT_CHANNELS, 8, 8), torch.tensor([10, 70])
     cond = text_ldm.encode_condition(PROMPTS)
     x_concat = torch.randn(2, 1 + LATENT_CHANNELS, 8, 8)
-    torch.testing.assert_close(inpainting.eps_model(z, t, cond, x_concat), text_ldm.eps_model(z, t, cond))
+    torch.testing.assert_close(inpainting.predict(z, t, cond, x_concat), text_ldm.predict(z, t, cond))
     with pytest.raises(ValueError, match="must have the same parts"):
         init_from_base_model(inpainting, tiny_ldm("none"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_ldm import tiny_ldm
 
-from minildm.train.checkpoint import load_checkpoint
+from minildm.checkpoint import load_checkpoint
 from minildm.train.ema import EMA
 from minildm.train.trainer import TensorBatches, TrainConfig, train_ldm
 

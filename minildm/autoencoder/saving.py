@@ -1,5 +1,5 @@
 """Autoencoder checkpoints: {"config": asdict(cfg), "kind": "kl" | "vq", "state_dict", "scale_factor"},
-written atomically and read with weights_only=True (minildm/train/checkpoint.py). A training
+written atomically and read with weights_only=True (minildm/checkpoint.py). A training
 run adds a "training" entry (step, optimizer and discriminator states, history) for resume.
 """
 
@@ -11,7 +11,7 @@ from torch import nn
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.kl import AutoencoderKL
 from minildm.autoencoder.vq import VQAutoencoder
-from minildm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def build_autoencoder(kind: str, cfg: AutoencoderConfig) -> AutoencoderKL | VQAutoencoder:

@@ -33,7 +33,7 @@ from minildm.autoencoder.perceptual import load_lpips
 from minildm.autoencoder.saving import save_autoencoder
 from minildm.autoencoder.scale_factor import compute_scale_factor
 from minildm.autoencoder.vq import VQAutoencoder
-from minildm.train.checkpoint import load_checkpoint
+from minildm.checkpoint import load_checkpoint
 from minildm.viz import save_image_grid, save_loss_curves
 
 

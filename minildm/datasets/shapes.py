@@ -46,7 +46,7 @@ from minildm.datasets.render import (
     hsv_to_rgb,
     textured_background,
 )
-from minildm.train.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 GENERATOR_VERSION = 1  # bump when the pictures change, so stale caches are not reused
 SPLITS = ("train", "heldout", "all")

@@ -27,7 +27,7 @@ from minildm.metrics.classifier import (
     head_accuracy,
     train_attribute_classifier,
 )
-from minildm.train.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 JUDGE_TRAIN_SAMPLES = 15000
 JUDGE_EVAL_SAMPLES = 2000

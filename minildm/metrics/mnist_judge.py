@@ -18,7 +18,7 @@ from minildm.metrics.classifier import (
     head_accuracy,
     train_attribute_classifier,
 )
-from minildm.train.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 
 def load_or_train_mnist_classifier(

@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from minildm.nn.embeddings import TimestepEmbedding
 from minildm.nn.resblock import ResBlock
-from minildm.nn.sampling import Downsample, Upsample
+from minildm.nn.resample import Downsample, Upsample
 from minildm.nn.transformer import SpatialTransformer
 
 

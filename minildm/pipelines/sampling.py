@@ -111,8 +111,8 @@ def guided_model_output(
     B = z_t.shape[0]
     t_batch = torch.full((B,), int(t), device=z_t.device, dtype=torch.long)
     if uncond is None:
-        return ldm.eps_model(z_t, t_batch, cond, x_concat).float()
-    both = ldm.eps_model(
+        return ldm.predict(z_t, t_batch, cond, x_concat).float()
+    both = ldm.predict(
         torch.cat([z_t, z_t]),
         torch.cat([t_batch, t_batch]),
         Condition.cat([uncond, cond]),

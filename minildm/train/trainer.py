@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minildm.ldm import LatentDiffusion, LDMBatch
-from minildm.train.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 from minildm.train.distributed import barrier, init_distributed, rank_device
 from minildm.train.ema import EMA
 

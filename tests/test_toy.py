@@ -1,10 +1,10 @@
-"""The 2-D toy DDPM that notebooks 01 and 02 train (minildm/diffusion/toy.py)."""
+"""The 2-D toy DDPM that notebooks 01 and 02 train (minildm/toy.py)."""
 
 import pytest
 import torch
 
 from minildm.diffusion import DDIMSampler
-from minildm.diffusion.toy import (
+from minildm.toy import (
     ToyConfig,
     make_toy_points,
     nearest_neighbour_distances,
