@@ -2,13 +2,15 @@
 schedule and a conditioning encoder (Rombach et al., CVPR 2022, sec. 3.2-3.3).
 
 Diffusion runs on latents z = s * E(x), not on pixels; the scale factor s = 1 / std(z)
-brings them to unit variance (LDM sec. 4.3.2, appendix G). The U-Net eps_theta is trained
-with the loss of LDM eq. 2 (unconditional) or eq. 3 (conditional):
+brings them to unit variance (LDM sec. 4.3.2, App. D.1). The first stage is any autoencoder of
+the FirstStage interface (autoencoder/first_stage.py: KL or VQ, the paper's LDM-KL and LDM-VQ),
+so this file never asks which one it has. The U-Net eps_theta is trained with the loss of
+LDM eq. 2 (unconditional) or eq. 3 (conditional):
 
     L_LDM = E_{E(x), y, eps ~ N(0, I), t} || eps - eps_theta(z_t, t, tau_theta(y)) ||^2
 
 where tau_theta maps the condition y to what the U-Net reads:
-- text: tokens -> a transformer -> context (B, L, d), read by cross-attention (eq. 3);
+- text: tokens -> a transformer -> context (B, L, d), read by cross-attention (LDM sec. 3.3);
   trained jointly with the U-Net, as the paper's text-to-image model is;
 - class labels: an embedding added to the timestep embedding; label `num_classes` is the null class;
 - concatenation: a spatial condition (a mask and a masked image, a low-resolution image)
@@ -25,16 +27,19 @@ the same `prediction_type`. The autoencoder never trains here; latents are encod
 cached (train/trainer.py). Sampling loops live in minildm/pipelines/.
 """
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
+from minildm.autoencoder import AutoencoderConfig, FirstStage, build_autoencoder
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
+from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
 from minildm.checkpoint import CheckpointError, load_checkpoint
+from minildm.train.ema import EMA
 
 CONDITIONINGS = ("text", "class", "none")
 
@@ -47,6 +52,8 @@ class LDMConfig:
     text_encoder: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)  # for "text"
     prediction_type: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
+    pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
+    tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
     image_size: int = 32  # pixels; the latents are image_size / f on a side
 
     def __post_init__(self):
@@ -62,13 +69,18 @@ class LDMConfig:
                     f"the U-Net's context_dim must equal the text encoder's width, "
                     f"got {self.unet.context_dim} and {self.text_encoder.width}"
                 )
-            if self.unet.pooled_dim not in (None, self.text_encoder.width):
+            pooled_dim = self.text_encoder.width if self.pooled_text else None
+            if self.unet.pooled_dim != pooled_dim:
                 raise ValueError(
-                    f"the U-Net's pooled_dim must be None or the text encoder's width, "
-                    f"got {self.unet.pooled_dim} and {self.text_encoder.width}"
+                    f"with pooled_text={self.pooled_text} the U-Net's pooled_dim must be {pooled_dim} "
+                    f"(the text encoder's width, or None), got {self.unet.pooled_dim}"
                 )
-        elif self.unet.pooled_dim is not None:
-            raise ValueError(f"unet.pooled_dim is for text models, got conditioning={self.conditioning!r}")
+        elif self.unet.pooled_dim is not None or self.pooled_text:
+            raise ValueError(f"pooled_text and unet.pooled_dim are for text models, got conditioning={self.conditioning!r}")
+        if self.min_snr_gamma is not None and not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
+            raise ValueError(f"min_snr_gamma must be None or a finite number > 0, got {self.min_snr_gamma}")
+        if self.tokenizer_merges < 0 or self.image_size < 1:
+            raise ValueError(f"need tokenizer_merges >= 0 and image_size >= 1, got {self.tokenizer_merges}, {self.image_size}")
         if self.schedule.zero_terminal_snr and self.prediction_type == "eps":
             raise ValueError(
                 "a zero-terminal-SNR schedule needs prediction_type 'v' or 'x0': at SNR = 0 an eps "
@@ -80,20 +92,7 @@ class LDMConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LDMConfig":
         """Rebuild from dataclasses.asdict(config) (what checkpoints store)."""
-        return cls(
-            unet=UNetConfig(**_tuples(d["unet"])),
-            schedule=ScheduleConfig(**d["schedule"]),
-            conditioning=d["conditioning"],
-            text_encoder=None if d["text_encoder"] is None else TextEncoderConfig(**_tuples(d["text_encoder"])),
-            prediction_type=d["prediction_type"],
-            min_snr_gamma=d["min_snr_gamma"],
-            image_size=d["image_size"],
-        )
-
-
-def _tuples(d: dict) -> dict:
-    """Checkpoints may return tuples as lists; configs want tuples back."""
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in d.items()}
+        return tree_from_dict(cls, d)
 
 
 @dataclass
@@ -129,7 +128,7 @@ class Condition:
 class LatentDiffusion(nn.Module):
     """autoencoder (frozen) + unet + schedule + conditioning (text encoder or class labels)."""
 
-    def __init__(self, config: LDMConfig, autoencoder: AutoencoderKL, tokenizer: CLIPTokenizer | None = None):
+    def __init__(self, config: LDMConfig, autoencoder: FirstStage, tokenizer: CLIPTokenizer | None = None):
         super().__init__()
         if config.unet.in_channels != autoencoder.config.latent_channels:
             raise ValueError(
@@ -169,15 +168,13 @@ class LatentDiffusion(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, H, W) in [-1, 1] -> z0 = s * mean(E(x)) (B, c, H/f, W/f)."""
-        # z0 = s * E(x): the posterior mean, scaled to unit variance
-        return self.autoencoder.encode(images).mode() * self.autoencoder.scale_factor
+        """x (B, 3, H, W) in [-1, 1] -> z0 = s * E(x) (B, c, H/f, W/f), deterministic (KL: the posterior mean)."""
+        return self.autoencoder.encode_latents(images)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """z0 (B, c, h, w) -> x = D(z0 / s) (B, 3, H, W), clamped to [-1, 1]."""
-        # x = D(z0 / s)
-        return self.autoencoder.decode(latents / self.autoencoder.scale_factor).clamp(-1, 1)
+        return self.autoencoder.decode_latents(latents).clamp(-1, 1)
 
     # ---- conditioning: tau_theta(y) ------------------------------------------------------
 
@@ -232,7 +229,7 @@ class LatentDiffusion(nn.Module):
     def training_loss(
         self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """LDM eq. 3 on one minibatch of cached latents, with condition dropout for CFG."""
+        """The loss of LDM eq. 3 (eq. 2 without a condition) on one minibatch of cached latents, with condition dropout for CFG."""
         z0 = batch.latents
         B = z0.shape[0]
         device = z0.device
@@ -288,14 +285,17 @@ def load_ldm(path, use_ema: bool = True, device: str = "cpu") -> LatentDiffusion
         raise CheckpointError(f"{path} holds a {state['kind']!r}, expected a latent diffusion model (train-ldm)")
     try:
         config = LDMConfig.from_dict(state["config"])
-        autoencoder = AutoencoderKL(AutoencoderConfig(**_tuples(state["autoencoder_config"])))
+        autoencoder = build_autoencoder(tree_from_dict(AutoencoderConfig, state["autoencoder_config"]))
         tokenizer = None if state["tokenizer"] is None else CLIPTokenizer.from_merges(state["tokenizer"]["merges"])
         ldm = LatentDiffusion(config, autoencoder, tokenizer)
         ldm.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} does not match this version of minildm: {str(err).splitlines()[0][:200]}") from err
     if use_ema and "ema" in state:
-        for name, param in ldm.named_parameters():
-            if name in state["ema"]["shadow"]:
-                param.data.copy_(state["ema"]["shadow"][name])
+        ema = EMA(ldm)
+        try:
+            ema.load_state_dict(state["ema"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path} has an EMA that does not fit its model: {str(err).splitlines()[0][:200]}") from err
+        ema.copy_to(ldm)
     return ldm.to(device).eval()

@@ -10,12 +10,14 @@ perceptual.py      LPIPS, loaded only when its pretrained backbone is really the
 discriminator.py   PatchGAN discriminator
 losses.py          L1 + LPIPS + GAN with the adaptive weight; hinge and non-saturating
 scale_factor.py    scale_factor = 1 / std(z)
+first_stage.py     FirstStage: the interface both implement (encode/decode scaled latents), build_autoencoder
 saving.py          checkpoints: save_autoencoder, load_autoencoder
-train.py           AutoencoderTrainConfig, train_autoencoder, fast_cpu_train_config (the short-run preset)
+train.py           AutoencoderTrainConfig (and its short-run preset .fast_cpu), train_autoencoder
 """
 
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.distribution import DiagonalGaussian
+from minildm.autoencoder.first_stage import FirstStage, build_autoencoder
 from minildm.autoencoder.kl import AutoencoderKL
 from minildm.autoencoder.perceptual import (
     LPIPSUnavailable,
@@ -23,17 +25,9 @@ from minildm.autoencoder.perceptual import (
     load_lpips,
     lpips_backbone_path,
 )
-from minildm.autoencoder.saving import (
-    build_autoencoder,
-    load_autoencoder,
-    save_autoencoder,
-)
+from minildm.autoencoder.saving import load_autoencoder, save_autoencoder
 from minildm.autoencoder.scale_factor import compute_scale_factor
-from minildm.autoencoder.train import (
-    AutoencoderTrainConfig,
-    fast_cpu_train_config,
-    train_autoencoder,
-)
+from minildm.autoencoder.train import AutoencoderTrainConfig, train_autoencoder
 from minildm.autoencoder.vq import VectorQuantizer, VQAutoencoder
 
 __all__ = [
@@ -41,13 +35,13 @@ __all__ = [
     "AutoencoderKL",
     "AutoencoderTrainConfig",
     "DiagonalGaussian",
+    "FirstStage",
     "LPIPSUnavailable",
     "LPIPSUnavailableWarning",
     "VQAutoencoder",
     "VectorQuantizer",
     "build_autoencoder",
     "compute_scale_factor",
-    "fast_cpu_train_config",
     "load_autoencoder",
     "load_lpips",
     "lpips_backbone_path",

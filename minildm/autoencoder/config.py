@@ -9,8 +9,12 @@ base_channels=128, channel_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=
 from dataclasses import dataclass
 
 
+KINDS = ("kl", "vq")
+
+
 @dataclass
 class AutoencoderConfig:
+    kind: str = "kl"  # the regularizer: "kl" (AutoencoderKL) or "vq" (VQAutoencoder)
     in_channels: int = 3
     base_channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 4)
@@ -23,6 +27,8 @@ class AutoencoderConfig:
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)  # asdict -> json -> list; keep it a tuple
+        if self.kind not in KINDS:
+            raise ValueError(f"autoencoder kind must be 'kl' or 'vq', got {self.kind!r}")
         if len(self.channel_mult) == 0:
             raise ValueError("channel_mult must have at least one level, got ()")
         for mult in self.channel_mult:

@@ -10,26 +10,25 @@ stand-in for rFID's Inception network).
 import torch
 from torch import nn
 
-from minildm.autoencoder.kl import AutoencoderKL
+from minildm.autoencoder.first_stage import FirstStage
 from minildm.autoencoder.perceptual import load_lpips
 from minildm.metrics import frechet_distance, psnr, ssim
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def reconstruct(model: FirstStage, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """x~ for images (N, 3, H, W) in [-1, 1], clamped to [-1, 1]; KL decodes the posterior mean."""
     model.eval()
     batches = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size]
-        x_rec = model.decode(model.encode(x).mode()) if isinstance(model, AutoencoderKL) else model(x)[0]
-        batches.append(x_rec.clamp(-1, 1))
+        batches.append(model.reconstruct(x).clamp(-1, 1))
     return torch.cat(batches)
 
 
 @torch.no_grad()
 def evaluate_reconstructions(
-    model: nn.Module, images: torch.Tensor, feature_model: nn.Module | None = None, batch_size: int = 64
+    model: FirstStage, images: torch.Tensor, feature_model: nn.Module | None = None, batch_size: int = 64
 ) -> dict[str, float | None]:
     """{"psnr", "ssim", "lpips", "rfd"}; lpips is None without LPIPS's pretrained backbone (a
     warning says so), rfd is None without a `feature_model` (anything with `.features(images)`)."""

@@ -9,8 +9,11 @@ weights (and Stable Diffusion's) load unchanged.
 The diffusion model does not see z but z * scale_factor, scaled to unit variance
 (LDM sec. 4.3.2 and appendix D.1; see scale_factor.py):
 
-    encode_latents(x) = scale_factor * z,  z ~ q(z|x)  (sampled, as LDM and SD train; sample=False takes mu)
+    encode_latents(x) = scale_factor * mu(x)   (sample=True draws z ~ q(z|x), as LDM and SD train)
     decode_latents(z_scaled) = D(z_scaled / scale_factor)
+
+These two and `reconstruct` are the first-stage interface that VQAutoencoder implements too
+(first_stage.py), so the latent diffusion model never asks which autoencoder it has.
 """
 
 import torch
@@ -25,6 +28,7 @@ class AutoencoderKL(nn.Module):
     """Images (B, 3, H, W) in [-1, 1] <-> latents (B, c, H/f, W/f) with a Gaussian posterior."""
 
     kind = "kl"
+    sum_pixel_loss = True  # LDM's KL recipe sums the reconstruction loss over pixels (losses.py)
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -54,9 +58,9 @@ class AutoencoderKL(nn.Module):
         return self.decode(z), posterior
 
     def encode_latents(
-        self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """The diffusion model's input: scale_factor * z with z ~ q(z|x) (or z = mu if sample=False)."""
+        """The diffusion model's input: scale_factor * z, z = mu(x) (or z ~ q(z|x) with sample=True)."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample else posterior.mode()
         return z * self.scale_factor
@@ -64,3 +68,15 @@ class AutoencoderKL(nn.Module):
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
         """Images from the diffusion model's latents: D(z_scaled / scale_factor)."""
         return self.decode(z_scaled / self.scale_factor)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x~ = D(mu(x)), the deterministic reconstruction."""
+        return self.decode(self.encode(x).mode())
+
+    def regularized_forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """For training: x~ from a sampled z, the KL term KL(q(z|x) || N(0, I)) and its logs."""
+        x_rec, posterior = self(x, sample=True, generator=generator)
+        kl = posterior.kl().mean()  # summed over latent elements, mean over the batch (LDM)
+        return x_rec, kl, {"kl": kl.item()}

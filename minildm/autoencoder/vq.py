@@ -81,6 +81,7 @@ class VQAutoencoder(nn.Module):
     """Images (B, 3, H, W) in [-1, 1] <-> latents (B, c, H/f, W/f) through a codebook of size K."""
 
     kind = "vq"
+    sum_pixel_loss = False  # VQGAN's recipe averages the reconstruction loss over pixels
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -111,9 +112,22 @@ class VQAutoencoder(nn.Module):
         return self.decoder(self.post_quant_conv(quantized.z_q)), quantized
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """The diffusion model's input: scale_factor * z_e (deterministic)."""
+        """The diffusion model's input: scale_factor * z_e (before quantization, as LDM-VQ: the
+        decoder quantizes, LDM sec. 3.1)."""
         return self.encode(x) * self.scale_factor
 
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
         """Images from the diffusion model's latents: D(quantize(z_scaled / scale_factor))."""
         return self.decode(z_scaled / self.scale_factor)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x~ = D(quantize(E(x)))."""
+        return self(x)[0]
+
+    def regularized_forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """For training: x~, the codebook loss L_vq and its logs (the generator is unused: VQ is deterministic)."""
+        x_rec, quantized = self(x)
+        logs = {"codebook_loss": quantized.loss.item(), "perplexity": quantized.perplexity.item(), "usage": quantized.usage.item()}
+        return x_rec, quantized.loss, logs
