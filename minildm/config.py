@@ -35,6 +35,7 @@ from minildm.diffusion import ScheduleConfig
 from minildm.flags import set_path, tree_from_dict
 from minildm.ldm import LDMConfig
 from minildm.nn import UNetConfig
+from minildm.pipelines.sampling import SAMPLERS
 from minildm.text import TextEncoderConfig
 from minildm.train.trainer import TrainConfig
 
@@ -82,6 +83,8 @@ class SampleConfig:
     batch_size: int = 200  # images per forward pass
 
     def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"sample steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         check_finite("sample.guidance", self.guidance, 0.0, 100.0)

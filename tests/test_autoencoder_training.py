@@ -6,6 +6,7 @@ path (with a random backbone, a code-path test only: never an LPIPS value), chec
 and resume.
 """
 
+import dataclasses
 import math
 
 import lpips
@@ -33,16 +34,25 @@ from minildm.autoencoder.losses import (
     hinge_d_loss,
     non_saturating_d_loss,
 )
-from minildm.autoencoder.train import learning_rate_factor
+from minildm.train.lr import learning_rate
 
 TINY = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16)
 
 
 def tiny_train_config(**changes) -> AutoencoderTrainConfig:
     settings = {"steps": 3, "batch_size": 4, "lr": 1e-3, "perceptual_weight": 0.0, "disc_start": 1, "disc_channels": 8,
-                "disc_layers": 2, "scale_factor_images": 8, "progress": False}
+                "disc_layers": 2, "scale_factor_images": 8}
     settings.update(changes)
     return AutoencoderTrainConfig(**settings)
+
+
+def config_for(model_class) -> AutoencoderConfig:
+    return dataclasses.replace(TINY, kind=model_class.kind)
+
+
+def train(model, data, config, out_dir=None):
+    """The trainer's convention: it trains `model` in place and returns the history."""
+    return model, train_autoencoder(model, data, config, out_dir=out_dir, progress=False)
 
 
 def images(n: int = 8, size: int = 16) -> torch.Tensor:
@@ -77,7 +87,7 @@ def test_adaptive_weight_is_the_gradient_norm_ratio():
 
 def test_gan_terms_switch_on_at_disc_start():
     model = AutoencoderKL(TINY)
-    model, history = train_autoencoder(model, images(), tiny_train_config(steps=4, disc_start=2))
+    model, history = train(model, images(), tiny_train_config(steps=4, disc_start=2))
     assert len(history["l1"]) == 4
     assert len(history["g_loss"]) == 2 and len(history["d_loss"]) == 2  # steps 2 and 3 only
     assert all(w > 0 for w in history["d_weight"])
@@ -105,11 +115,11 @@ def test_missing_lpips_says_so_with_the_path(monkeypatch, tmp_path):
         assert load_lpips("alex", allow_missing=True) is None
     # a training run that wants LPIPS says it once, and logs no LPIPS value
     with pytest.warns(LPIPSUnavailableWarning) as caught:
-        _, history = train_autoencoder(AutoencoderKL(TINY), images(), tiny_train_config(perceptual_weight=1.0))
+        _, history = train(AutoencoderKL(TINY), images(), tiny_train_config(perceptual_weight=1.0))
     assert len([w for w in caught if w.category is LPIPSUnavailableWarning]) == 1
     assert "lpips" not in history
     with pytest.raises(LPIPSUnavailable):
-        train_autoencoder(AutoencoderKL(TINY), images(), tiny_train_config(perceptual_weight=1.0, allow_missing_lpips=False))
+        train(AutoencoderKL(TINY), images(), tiny_train_config(perceptual_weight=1.0, allow_missing_lpips=False))
 
 
 def test_perceptual_term_code_path_with_a_random_backbone():
@@ -131,7 +141,7 @@ def test_perceptual_term_code_path_with_a_random_backbone():
 
 @pytest.mark.parametrize("model_class", [AutoencoderKL, VQAutoencoder])
 def test_checkpoint_roundtrip(model_class, tmp_path):
-    model = model_class(TINY).eval()
+    model = model_class(config_for(model_class)).eval()
     model.scale_factor.fill_(0.42)
     save_autoencoder(model, tmp_path / "ae.pt")
     loaded = load_autoencoder(tmp_path / "ae.pt")
@@ -139,18 +149,17 @@ def test_checkpoint_roundtrip(model_class, tmp_path):
     assert float(loaded.scale_factor) == pytest.approx(0.42)
     x = images(2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.decode_latents(loaded.encode_latents(x, **({"sample": False} if model_class is AutoencoderKL else {}))),
-                                   model.decode_latents(model.encode_latents(x, **({"sample": False} if model_class is AutoencoderKL else {}))))
+        torch.testing.assert_close(loaded.decode_latents(loaded.encode_latents(x)), model.decode_latents(model.encode_latents(x)))
 
 
 @pytest.mark.parametrize("model_class", [AutoencoderKL, VQAutoencoder])
 def test_resume_continues_exactly(model_class, tmp_path):
     data = images(16)
     torch.manual_seed(1)  # the same initial autoencoder and discriminator in both runs
-    straight, straight_history = train_autoencoder(model_class(TINY), data, tiny_train_config(steps=4, out_dir=str(tmp_path / "a")))
+    straight, straight_history = train(model_class(config_for(model_class)), data, tiny_train_config(steps=4), tmp_path / "a")
     torch.manual_seed(1)
-    train_autoencoder(model_class(TINY), data, tiny_train_config(steps=2, out_dir=str(tmp_path / "b")))
-    resumed, resumed_history = train_autoencoder(model_class(TINY), data, tiny_train_config(steps=4, out_dir=str(tmp_path / "b")))
+    train(model_class(config_for(model_class)), data, tiny_train_config(steps=2), tmp_path / "b")
+    resumed, resumed_history = train(model_class(config_for(model_class)), data, tiny_train_config(steps=4, resume=True), tmp_path / "b")
     assert resumed_history == straight_history
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -159,7 +168,7 @@ def test_resume_continues_exactly(model_class, tmp_path):
 
 
 def test_vq_training_reports_codebook_health():
-    _, history = train_autoencoder(VQAutoencoder(TINY), images(), tiny_train_config(steps=2))
+    _, history = train(VQAutoencoder(config_for(VQAutoencoder)), images(), tiny_train_config(steps=2))
     assert all(1.0 <= p <= TINY.codebook_size for p in history["perplexity"])
     assert all(0.0 < u <= 1.0 for u in history["usage"])
 
@@ -178,15 +187,40 @@ def test_pixel_loss_reductions():
 
 
 def test_learning_rate_schedule():
-    cfg = AutoencoderTrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
-    # warmup: (step + 1) / warmup_steps
-    assert learning_rate_factor(0, cfg) == pytest.approx(0.1)
-    assert learning_rate_factor(9, cfg) == pytest.approx(1.0)
-    # cosine: (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2
-    assert learning_rate_factor(10, cfg) == pytest.approx(1.0)
-    assert learning_rate_factor(60, cfg) == pytest.approx(0.5)
-    assert learning_rate_factor(109, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
-    assert learning_rate_factor(50, AutoencoderTrainConfig(steps=110)) == 1.0
-    with pytest.raises(ValueError, match="lr_schedule"):
-        learning_rate_factor(0, AutoencoderTrainConfig(lr_schedule="linear"))
+    def factor(step, steps=110, warmup=10, schedule="cosine"):
+        return learning_rate(step, 1.0, steps, warmup, schedule)
 
+    # warmup: (step + 1) / warmup_steps
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    # cosine: (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.5)
+    assert factor(109) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert factor(50, warmup=0, schedule="constant") == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        AutoencoderTrainConfig(lr_schedule="linear")
+
+
+def test_a_folder_with_a_trained_autoencoder_is_resumed_or_refused(tmp_path):
+    from minildm.train.runs import RunError
+
+    train(AutoencoderKL(TINY), images(), tiny_train_config(steps=2), tmp_path)
+    with pytest.raises(RunError, match="--autoencoder_train.resume=true .* --overwrite"):
+        train(AutoencoderKL(TINY), images(), tiny_train_config(steps=2), tmp_path)
+    with pytest.raises(RunError, match="trained 2 steps, more than the 1 asked for"):
+        train(AutoencoderKL(TINY), images(), tiny_train_config(steps=1, resume=True), tmp_path)
+    other = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), latent_channels=2, norm_groups=4, codebook_size=16)
+    with pytest.raises(RunError, match=r"model config differs: latent_channels \(3 in the checkpoint, 2 now\)"):
+        train(AutoencoderKL(other), images(), tiny_train_config(steps=3, resume=True), tmp_path)
+    model, history = train(AutoencoderKL(TINY), images(), tiny_train_config(steps=1), None)
+    assert len(history["l1"]) == 1
+    train_autoencoder(AutoencoderKL(TINY), images(), tiny_train_config(steps=1), out_dir=tmp_path, overwrite=True, progress=False)
+    assert load_autoencoder(tmp_path / "autoencoder.pt") is not None
+
+
+def test_bad_training_values_are_refused_before_any_work():
+    for changes, words in (({"steps": -3}, "steps >= 0"), ({"batch_size": 0}, "batch_size >= 1"),
+                           ({"lr": float("nan")}, "lr must be a finite number"), ({"pixel_loss": "l2"}, "pixel_loss")):  # fmt: skip
+        with pytest.raises(ValueError, match=words):
+            tiny_train_config(**changes)

@@ -7,13 +7,14 @@ import json
 import matplotlib.image as mpimg
 import torch
 
-from minildm.autoencoder import AutoencoderKL
+from minildm.autoencoder import AutoencoderKL, VQAutoencoder
 from minildm.cli import main
+from minildm.config import preset
 from minildm.datasets.attributes import HELDOUT_COMBINATIONS
-from minildm.demo import DemoConfig, build_text_ldm
-from minildm.ldm import LDMBatch
+from minildm.ldm import LDMBatch, load_ldm
+from minildm.train.stages import build_text_ldm
 
-STAGES = ("data", "autoencoder", "latents", "LDM training", "sampling", "evaluation")
+STAGES = ("data", "autoencoder", "latents", "LDM training", "sampling and evaluation")
 
 
 def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tmp_path):
@@ -34,10 +35,10 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
     # the confusion table covers held-out pairs only, one count per held-out prompt
     heldout_pairs = {f"{colour} {shape}" for shape, colour in HELDOUT_COMBINATIONS}
     assert set(report["drawn_shapes_heldout"]) <= heldout_pairs
-    assert sum(sum(counts.values()) for counts in report["drawn_shapes_heldout"].values()) == report["config"]["num_eval"]
+    assert sum(sum(counts.values()) for counts in report["drawn_shapes_heldout"].values()) == report["config"]["eval"]["num_prompts"]
     assert "pairs seen in training" in (out / "report.md").read_text()
     assert report["frechet_distance"] >= 0 and report["frechet_distance_floor"] >= 0
-    assert len(report["prompts"]) == report["config"]["num_eval"]
+    assert len(report["prompts"]) == report["config"]["eval"]["num_prompts"]
     # every held-out prompt names a (shape, colour) pair that training never saw
     assert any("purple triangle" in p or "green square" in p or "orange circle" in p for p in report["prompts"])
 
@@ -51,9 +52,26 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
 
 
 def test_the_ldm_takes_and_predicts_as_many_channels_as_the_autoencoder_gives():
-    config = DemoConfig.quick()
+    config = preset("quick")
     autoencoder = AutoencoderKL(dataclasses.replace(config.autoencoder, latent_channels=8))
     captions = ["a small red circle on the left", "a large blue square at the top"]
     ldm = build_text_ldm(config, autoencoder, captions)
     loss = ldm.training_loss(LDMBatch(torch.randn(2, 8, 8, 8), tokens=ldm.tokenize(captions)))
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_the_demo_runs_on_a_vq_first_stage_and_refuses_to_overwrite_it(tmp_path, capsys):
+    out = tmp_path / "vq"
+    assert main(["demo", "--quick", "--autoencoder.kind=vq", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["autoencoder"]["kind"] == "vq" and 0.0 <= report["accuracy"]["shape"] <= 1.0
+    assert type(load_ldm(out / "ldm.pt").autoencoder) is VQAutoencoder
+    before = (out / "ldm.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "already holds a trained model" in capsys.readouterr().err
+    assert (out / "ldm.pt").read_bytes() == before
+    # the trained autoencoder can be reused, and --overwrite replaces the LDM
+    args = ["demo", "--quick", "--out", str(out), "--autoencoder", str(out / "autoencoder.pt"), "--overwrite", "--seed", "1"]
+    assert main(args) == 0
+    assert (out / "ldm.pt").read_bytes() != before

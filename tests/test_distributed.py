@@ -35,8 +35,8 @@ def run_rank(rank: int, world_size: int, port: int, folder: str) -> None:
     torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
     ldm = tiny_ldm()
     data = tiny_data(ldm)
-    config = TrainConfig(steps=3, batch_size=4, ema_decay=0.9, out_dir=folder, show_progress=False)
-    history = train_ldm(ldm, data, config)
+    config = TrainConfig(steps=3, batch_size=4, ema_decay=0.9)
+    history = train_ldm(ldm, data, config, out_dir=folder, progress=False)
     weights = torch.cat([p.detach().flatten() for p in ldm.parameters() if p.requires_grad])
     gathered = [torch.zeros_like(weights) for _ in range(world_size)]
     dist.all_gather(gathered, weights)
@@ -61,7 +61,7 @@ def test_torchrun_train_ldm_on_two_ranks_exits_cleanly(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         "-m", "minildm", "train-ldm", "--autoencoder", str(tmp_path / "autoencoder.pt"), "--out", str(tmp_path / "out"),
-        "--size", "16", "--steps", "2", "--batch-size", "4", "--num-samples", "32", "--demo.threads", "1",
+        "--preset", "quick", "--size", "16", "--steps", "2", "--batch-size", "4", "--data.num_train", "32", "--threads", "1",
         "--text.width", "16", "--text.num_layers", "1", "--text.num_heads", "2",
         "--unet.base_channels", "16", "--unet.head_dim", "8", "--unet.norm_groups", "8",
     ]  # fmt: skip

@@ -163,7 +163,7 @@ def test_the_unet_must_take_and_predict_the_autoencoders_latent_channels():
 
 def test_pooled_text_is_the_end_token_state_and_reaches_the_unet():
     plain = tiny_ldm()
-    config = dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16))
+    config = dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16), pooled_text=True)
     ldm = LatentDiffusion(config, plain.autoencoder, plain.tokenizer)
     tokens = ldm.tokenize(["a red circle", "a blue square"])
     cond = ldm.encode_tokens(tokens)
@@ -176,5 +176,33 @@ def test_pooled_text_is_the_end_token_state_and_reaches_the_unet():
     loss = ldm.training_loss(tiny_batch(ldm), cond_drop_prob=0.5)
     loss.backward()
     assert ldm.unet.pooled_embedding.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="pooled_dim must be None or the text encoder's width"):
-        dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=8))
+    with pytest.raises(ValueError, match="with pooled_text=True the U-Net's pooled_dim must be 16"):
+        dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=8), pooled_text=True)
+    with pytest.raises(ValueError, match="with pooled_text=False the U-Net's pooled_dim must be None"):
+        dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16))
+
+
+def test_an_ldm_trains_and_samples_on_a_vq_first_stage(tmp_path):
+    """The paper's LDM-VQ: the same LatentDiffusion on a VQ autoencoder; the LDM never asks which
+    first stage it has, and its checkpoint rebuilds the VQ one."""
+    from minildm.autoencoder import VQAutoencoder
+    from minildm.pipelines import make_sampler, text_to_image
+    from minildm.train.trainer import TensorBatches, TrainConfig, train_ldm
+
+    kl = tiny_ldm()
+    vq = VQAutoencoder(dataclasses.replace(kl.autoencoder.config, kind="vq", codebook_size=16)).eval()
+    vq.scale_factor.fill_(0.5)
+    ldm = LatentDiffusion(kl.config, vq, kl.tokenizer)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = ldm.encode_images(x)  # s * z_e, before quantization
+        torch.testing.assert_close(z, vq.encode(x) * 0.5)
+        # D(quantize(z / s)): the decoder absorbs the quantization
+        torch.testing.assert_close(ldm.decode_latents(z), vq.decoder(vq.post_quant_conv(vq.quantize(z / 0.5).z_q)).clamp(-1, 1))
+    tokens = ldm.tokenize([CAPTIONS[i % 3] for i in range(4)])
+    history = train_ldm(ldm, TensorBatches(z, tokens=tokens), TrainConfig(steps=2, batch_size=4), out_dir=tmp_path, progress=False)
+    assert len(history["loss"]) == 2
+    loaded = load_ldm(tmp_path / "ldm.pt")
+    assert type(loaded.autoencoder) is VQAutoencoder and float(loaded.autoencoder.scale_factor) == 0.5
+    images = text_to_image(loaded, make_sampler(loaded, "ddim", 2), CAPTIONS[:2], generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()

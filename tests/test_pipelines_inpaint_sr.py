@@ -161,9 +161,9 @@ def test_inpainting_and_sr_batches_train(concat_ldm):
     assert batch.concat.shape == (4, LATENT_CHANNELS + 1, 8, 8)
     levels = batch.concat[:, -1]
     assert bool((levels >= 0).all()) and bool((levels <= 0.3).all())
-    config = TrainConfig(steps=2, batch_size=2, warmup_steps=1, ema_decay=0.0, cond_drop_prob=0.0, show_progress=False)
+    config = TrainConfig(steps=2, batch_size=2, warmup_steps=1, ema_decay=0.0, cond_drop_prob=0.0)
     for batches in (inpainting, sr):
-        history = train_ldm(tiny_ldm("none", extra_in_channels=LATENT_CHANNELS + 1), batches, config)
+        history = train_ldm(tiny_ldm("none", extra_in_channels=LATENT_CHANNELS + 1), batches, config, progress=False)
         assert len(history["loss"]) == 2 and all(loss > 0 for loss in history["loss"])
 
 

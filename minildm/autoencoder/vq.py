@@ -85,6 +85,8 @@ class VQAutoencoder(nn.Module):
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
+        if cfg.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} needs AutoencoderConfig(kind={self.kind!r}), got kind={cfg.kind!r}")
         self.config = cfg
         c = cfg.latent_channels
         self.encoder = Encoder(cfg, out_channels=c)
