@@ -17,6 +17,7 @@ import torch
 
 from minildm.checkpoint import (
     CheckpointError,
+    error_summary,
     load_checkpoint,
     remove_stale_temp_files,
     save_checkpoint,
@@ -46,6 +47,7 @@ def damaged_files(folder: Path) -> dict[str, tuple[Path, str]]:
         archive.writestr("notes/readme.txt", "not a checkpoint")
     save_checkpoint({"x": torch.zeros(1)}, folder / "wrong_keys.pt")
     torch.save([1, 2, 3], folder / "list.pt")
+    os.mkfifo(folder / "fifo.pt")  # opening it would block: it must be refused before
     return {
         "empty": (folder / "empty.pt", "empty (0 bytes)"),
         "truncated": (folder / "half.pt", "truncated or damaged"),
@@ -55,6 +57,7 @@ def damaged_files(folder: Path) -> dict[str, tuple[Path, str]]:
         "missing": (folder / "absent.pt", "no checkpoint at"),
         "lacks keys": (folder / "wrong_keys.pt", "lacks ['step']"),
         "not a dict": (folder / "list.pt", "holds a list"),
+        "not a regular file": (folder / "fifo.pt", "not a regular file"),
     }
 
 
@@ -173,6 +176,15 @@ def test_a_failed_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_pat
     with pytest.raises(CheckpointError) as err:
         save_checkpoint({"step": 2}, tmp_path)
     assert_one_line(err, tmp_path, "is a folder")
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint({"step": 2}, path / "under_a_file.pt")
+    assert_one_line(err, path, "cannot create the folder")
+
+
+def test_error_summaries_are_one_short_line_and_never_empty():
+    assert error_summary(EOFError()) == "EOFError" and error_summary(KeyError("")) == "KeyError: ''"
+    assert error_summary(RuntimeError("first sentence. second one\nline two")) == "RuntimeError: first sentence"
+    assert error_summary(ValueError("\n\n  x" + "y" * 500)).endswith("...") and len(error_summary(ValueError("y" * 500))) < 180
 
 
 # A child that saves step 2 over a checkpoint and stops half-way through writing the temp file.
