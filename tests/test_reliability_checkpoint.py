@@ -62,7 +62,7 @@ def damaged_files(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_damaged_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
-    for case, (path, phrase) in damaged_files(tmp_path).items():
+    for path, phrase in damaged_files(tmp_path).values():
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(path, required_keys=("step",))
         assert_one_line(err, path, phrase)

@@ -15,7 +15,13 @@ import pytest
 from PIL import Image
 from test_datasets_real import cifar_fixture
 
-from minildm.datasets import DatasetCorruptError, RemoteFile, cifar, ensure_file, load_image_folder
+from minildm.datasets import (
+    DatasetCorruptError,
+    RemoteFile,
+    cifar,
+    ensure_file,
+    load_image_folder,
+)
 from minildm.datasets.download import md5_of
 from minildm.datasets.folder import MAX_IMAGE_PIXELS
 from minildm.datasets.idx import read_idx
