@@ -116,13 +116,13 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-        _fsync_folder(folder)
     except BaseException as err:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
         if isinstance(err, OSError):  # disk full, quota, I/O error: the old checkpoint is untouched
             raise CheckpointError(f"could not write {path} (the previous file, if any, is untouched): {error_summary(err)}") from err
         raise
+    _fsync_folder(folder)
     return path
 
 

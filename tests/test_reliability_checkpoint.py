@@ -106,6 +106,23 @@ def test_a_malicious_checkpoint_is_refused_without_running_or_advising_to_disabl
     assert not marker.exists()
 
 
+def test_pickle_instructions_the_safe_loader_does_not_know_are_refused_in_our_words(tmp_path, monkeypatch):
+    path = save_checkpoint({"step": 1}, tmp_path / "odd.pt")
+    torch_text = (
+        "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+        "but it can result in arbitrary code execution.\n\nUnsupported operand 149\n\nCheck the documentation"
+    )
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError(torch_text)
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = assert_one_line(err, path, "refused", "(Unsupported operand 149), which could run code")
+    assert not any(words in message for words in TORCH_ADVICE), message
+
+
 def library_load_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every library function that reads a checkpoint (or a vocabulary) a user may hand it."""
     from test_ldm import tiny_ldm
