@@ -50,10 +50,11 @@ def fetch(url: str, destination: Path) -> None:
 
 
 def verify(path: Path, remote: RemoteFile) -> None:
+    """A DatasetCorruptError if the file on disk at `path` does not have `remote`'s md5."""
     actual = md5_of(path)
     if actual != remote.md5:
         raise DatasetCorruptError(
-            f"{path} has md5 {actual}, expected {remote.md5}: the file is truncated or corrupted. "
+            f"{path} has md5 {actual}, expected {remote.md5}: the file on disk is truncated or corrupted. "
             f"Delete it and download it again from {remote.url}"
         )
 
@@ -61,6 +62,8 @@ def verify(path: Path, remote: RemoteFile) -> None:
 def ensure_file(remote: RemoteFile, folder: Path, download: bool) -> Path:
     """The verified local path of `remote` inside `folder`, downloading it if allowed."""
     path = Path(folder) / remote.filename
+    if path.exists() and not path.is_file():
+        raise DatasetCorruptError(f"{path} is a folder or a special file, expected the file {remote.filename} from {remote.url}")
     if path.is_file():
         verify(path, remote)
         return path
@@ -71,16 +74,17 @@ def ensure_file(remote: RemoteFile, folder: Path, download: bool) -> Path:
     try:
         fetch(remote.url, partial)
     except (urllib.error.URLError, OSError) as err:
-        if partial.exists():
-            partial.unlink()
+        partial.unlink(missing_ok=True)
         raise DatasetUnavailableError(
             f"could not download {remote.url} ({err}). This machine may be offline: "
             f"download the file elsewhere and place it at {path}"
         ) from err
-    try:
-        verify(partial, remote)
-    except DatasetCorruptError:
+    actual, size = md5_of(partial), partial.stat().st_size
+    if actual != remote.md5:
         partial.unlink()
-        raise
+        raise DatasetCorruptError(
+            f"the download of {remote.url} has md5 {actual}, expected {remote.md5} ({size:,} bytes: cut short, or "
+            f"changed on the server); it was deleted and nothing was written at {path}. Try again, or place a good copy at {path}"
+        )
     os.replace(partial, path)
     return path

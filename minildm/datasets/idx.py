@@ -8,12 +8,15 @@ Labels serve as class conditioning.
 """
 
 import gzip
+import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from minildm.checkpoint import error_summary
 from minildm.datasets.download import DatasetCorruptError, RemoteFile, ensure_file
 from minildm.datasets.labelled import LabelledImages
 from minildm.datasets.shapes import data_root
@@ -47,23 +50,58 @@ FASHION_MNIST = _spec(
 )  # fmt: skip
 
 
+def _expected_bytes(path: Path, dims: tuple[int, ...], header: int, gzipped: bool) -> int:
+    """The data size the header announces, checked against the file's size before reading it."""
+    # Python ints: a product of uint32s cannot overflow here as it would in numpy
+    expected = math.prod(dims)
+    on_disk = path.stat().st_size
+    # deflate expands at most 1032:1, so a .gz of n bytes holds at most 1032 n bytes of data
+    room = 1032 * on_disk if gzipped else on_disk - header
+    if expected > room:
+        raise DatasetCorruptError(
+            f"{path} is truncated or its header is wrong: shape {dims} needs {expected:,} bytes of data, "
+            f"the {on_disk:,}-byte file {'can hold at most' if gzipped else 'holds'} {room:,}"
+        )
+    return expected
+
+
+def _read_at_most(f, count: int, chunk_size: int = 1 << 20) -> bytes:
+    """Up to `count` bytes, in chunks: memory grows with what is really there, not with a claim."""
+    chunks, total = [], 0
+    while total < count:
+        chunk = f.read(min(chunk_size, count - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse a (gzipped) IDX file of uint8 into an array; a clear error if it is malformed or truncated."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    """Parse a (gzipped) IDX file of uint8 into an array; a DatasetCorruptError naming the file if its
+    header is cut short, announces more data than the file can hold, or the data is truncated."""
+    gzipped = str(path).endswith(".gz")
+    opener = gzip.open if gzipped else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
-        raise DatasetCorruptError(f"{path} is not a readable IDX file ({err})") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UINT8:
-        raise DatasetCorruptError(f"{path} does not start with an IDX uint8 header (0, 0, 0x08, ndim)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    expected = header + int(np.prod(dims))
-    if len(dims) != ndim or len(raw) != expected:
-        raise DatasetCorruptError(f"{path} is truncated or has trailing bytes: header says shape {dims} ({expected} bytes), file has {len(raw)}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != IDX_UINT8 or magic[3] == 0:
+                raise DatasetCorruptError(f"{path} does not start with an IDX uint8 header (0, 0, 0x08, ndim >= 1), got {magic!r}")
+            ndim = magic[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DatasetCorruptError(f"{path} is truncated in its header: it announces {ndim} dimensions but holds {len(raw_dims)} of their {4 * ndim} bytes")
+            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            expected = _expected_bytes(path, dims, 4 + 4 * ndim, gzipped)
+            data = _read_at_most(f, expected + 1)  # one byte more reveals trailing data
+    except (OSError, EOFError, zlib.error) as err:
+        raise DatasetCorruptError(f"{path} is not a readable IDX file ({error_summary(err)})") from err
+    if len(data) != expected:
+        raise DatasetCorruptError(
+            f"{path} is truncated or has trailing bytes: header says shape {dims} ({expected:,} bytes of data), "
+            f"file has {'more' if len(data) > expected else f'{len(data):,}'}"
+        )
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def load_idx_dataset(spec: IDXDatasetSpec, split: str = "train", root: Path | None = None, download: bool = False, size: int = 32) -> LabelledImages:

@@ -25,6 +25,8 @@ truncates); truncation keeps the end token last, as in both.
 """
 
 import html
+import operator
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import ftfy
@@ -36,6 +38,10 @@ from minildm.text.vocab import official_vocab_path, read_merges
 
 SOT_TOKEN, EOT_TOKEN = "<start_of_text>", "<end_of_text>"
 CACHE_SIZE = 100_000  # words whose merges are remembered
+# __call__ allocates (N, context_length) int64 before reading any text, so 10**9 would ask for 8 GB a
+# prompt. CLIP reads 77 tokens and diffusion text encoders at most a few hundred (T5 in SD3: 256,
+# Flux: 512); 4096 is 8x the longest of those, and a batch of 1,000 prompts stays at 32 MB.
+MAX_CONTEXT_LENGTH = 4096
 # contractions | runs of letters | one digit | runs of anything but space, letters and digits
 WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 # the special tokens first, so that they stay whole; IGNORECASE as in CLIP
@@ -60,6 +66,13 @@ def clean_text(text: str) -> str:
     """Step 1: fix mojibake, unescape HTML (twice, for `&amp;amp;`), collapse whitespace, lower-case."""
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return " ".join(text.split()).lower()
+
+
+def check_text(text: object, name: str) -> None:
+    """A TypeError unless `text` is a str (None, bytes, numbers and dicts are not text)."""
+    if not isinstance(text, str):
+        hint = ": decode bytes first, e.g. text.decode('utf-8')" if isinstance(text, bytes) else ""
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}{hint}")
 
 
 def pre_tokenize(text: str) -> list[str]:
@@ -130,16 +143,31 @@ class CLIPTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without start and end tokens."""
+        check_text(text, "text")
         return [self.encoder[s] for word in pre_tokenize(clean_text(text)) for s in self.bpe(self.byte_encode(word))]
 
-    def decode(self, ids) -> str:
-        """Text of token ids (a list or a 1-D tensor); `</w>` becomes a space."""
-        symbols = "".join(self.vocab[int(i)] for i in ids)
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Text of token ids (a list or a 1-D tensor); `</w>` becomes a space. An id that is not an
+        integer in [0, vocab_size) is an error (a negative one would otherwise count from the end)."""
+        if isinstance(ids, torch.Tensor) and ids.ndim != 1:
+            raise ValueError(f"decode takes a 1-D sequence of token ids, got a tensor of shape {tuple(ids.shape)}: decode each row")
+        if isinstance(ids, (str, bytes, dict)) or not isinstance(ids, Iterable):
+            raise TypeError(f"decode takes a list or a 1-D tensor of token ids, got {type(ids).__name__}")
+        values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        for position, token in enumerate(values):
+            try:
+                token_id = operator.index(token)
+            except TypeError:
+                raise TypeError(f"decode takes integer token ids, got {type(token).__name__} {token!r} at position {position}") from None
+            if not 0 <= token_id < len(self.vocab):
+                raise ValueError(f"token id {token_id} at position {position} is outside the vocabulary [0, {len(self.vocab)})")
+        symbols = "".join(self.vocab[operator.index(token)] for token in values)
         text = bytes(self.byte_decoder[c] for c in symbols).decode("utf-8", errors="replace")
         return text.replace(END_OF_WORD, " ")
 
     def encode_and_show_work(self, text: str) -> dict:
         """Every stage of `encode`, for teaching: cleaned text, words, bytes, merges, symbols, ids."""
+        check_text(text, "text")
         cleaned = clean_text(text)
         words = pre_tokenize(cleaned)
         byte_words = [self.byte_encode(w) for w in words]
@@ -158,7 +186,7 @@ class CLIPTokenizer:
             "ids": [self.encoder[s] for s in symbols],
         }
 
-    def __call__(self, texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+    def __call__(self, texts: str | list[str] | tuple[str, ...], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
         """Token ids (N, context_length): start token, text, end token, zeros (like `clip.tokenize`).
 
         A text longer than context_length - 2 tokens raises ValueError, unless `truncate`: then it is
@@ -166,8 +194,17 @@ class CLIPTokenizer:
         """
         if isinstance(texts, str):
             texts = [texts]
+        elif isinstance(texts, (list, tuple)):
+            for row, text in enumerate(texts):
+                check_text(text, f"texts[{row}]")
+        else:
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        if isinstance(context_length, bool) or not isinstance(context_length, int):
+            raise TypeError(f"context_length must be an int, got {type(context_length).__name__} {context_length!r}")
         if context_length < 2:
             raise ValueError(f"context_length must hold the start and end tokens (>= 2), got {context_length}")
+        if context_length > MAX_CONTEXT_LENGTH:
+            raise ValueError(f"context_length must be at most {MAX_CONTEXT_LENGTH} (CLIP reads 77), got {context_length}")
         tokens = torch.zeros(len(texts), context_length, dtype=torch.long)  # (N, context_length)
         for row, text in enumerate(texts):
             ids = [self.sot_token_id, *self.encode(text), self.eot_token_id]

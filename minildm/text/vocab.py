@@ -38,9 +38,16 @@ CACHE_DIR = Path(os.environ.get("MINILDM_CACHE", Path.home() / ".cache" / "minil
 def read_merges(path: str | Path, max_merges: int = OFFICIAL_NUM_MERGES) -> list[tuple[str, str]]:
     """The first `max_merges` merges of a merges file (gzipped if its name ends in .gz)."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no merges file at {path}: pass a file written by write_merges or the official {OFFICIAL_VOCAB_NAME}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")[1:]  # line 0 is the header
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")[1:]  # line 0 is the header
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a merges file: byte {err.start} is not UTF-8 text ({err.reason})") from err
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} is not a readable merges file ({type(err).__name__}: {err})") from err
     merges = []
     for line_number, line in enumerate(lines[:max_merges], start=2):
         if not line:

@@ -18,6 +18,8 @@ which averages roughly the last n/10 + 10 steps early on and the last 1/(1 - dec
 import torch
 from torch import nn
 
+from minildm.checkpoint import CheckpointError
+
 
 class EMA:
     """A shadow copy of the trainable parameters of `model`, updated after each optimizer step.
@@ -59,14 +61,32 @@ class EMA:
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = set(self.shadow) - set(state["shadow"])
-        if missing:
-            raise ValueError(f"EMA state lacks {sorted(missing)[:5]} (of {len(missing)} parameters)")
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])
-        for name, value in state["shadow"].items():
-            if name in self.shadow:
-                self.shadow[name].copy_(value)
+        """Restore from `state_dict()`; strict: the shadows must have exactly the model's trainable
+        parameter names and shapes (a wrong shape would otherwise broadcast silently). An EMA state
+        comes from a checkpoint, so every mismatch is a one-line CheckpointError."""
+        if not isinstance(state, dict) or not {"decay", "num_updates", "shadow"} <= set(state):
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"an EMA state is a dict with 'decay', 'num_updates' and 'shadow', got {got}")
+        decay, num_updates, shadow = state["decay"], state["num_updates"], state["shadow"]
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+            raise CheckpointError(f"EMA state: decay must be a number in [0, 1), got {decay!r}")
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
+            raise CheckpointError(f"EMA state: num_updates must be an int >= 0, got {num_updates!r}")
+        if not isinstance(shadow, dict) or not all(isinstance(v, torch.Tensor) for v in shadow.values()):
+            raise CheckpointError(f"EMA state: shadow must be a dict of parameter name -> tensor, got {type(shadow).__name__}")
+        problems = [f"missing {name}" for name in self.shadow if name not in shadow]
+        problems += [f"unexpected {name}" for name in shadow if name not in self.shadow]
+        problems += [
+            f"{name} is {tuple(value.shape)}, the model's is {tuple(self.shadow[name].shape)}"
+            for name, value in shadow.items()
+            if name in self.shadow and value.shape != self.shadow[name].shape
+        ]
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise CheckpointError(f"EMA state does not match the model: {'; '.join(problems[:3])}{more}")
+        self.decay, self.num_updates = float(decay), num_updates
+        for name, value in shadow.items():
+            self.shadow[name].copy_(value)
 
     def to(self, device: torch.device | str) -> "EMA":
         self.shadow = {name: value.to(device) for name, value in self.shadow.items()}
