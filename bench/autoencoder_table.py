@@ -5,7 +5,7 @@ the same budget each and prints PSNR, SSIM and reconstruction Frechet distance o
 images, with the training time. As in the paper, quality falls as f grows: fewer latent
 numbers per pixel.
 
-The defaults are minildm.autoencoder.train.fast_cpu_train_config, the short-run preset:
+The defaults are minildm.autoencoder.AutoencoderTrainConfig.fast_cpu, the short-run preset:
 squared error, lr 4e-3 with 50 warmup steps and cosine decay, batch 8, GAN and LPIPS off, a small model
 (base_channels 16, no middle attention). `--l1 --disc-start-fraction 0.5` gives LDM's
 L1 + PatchGAN recipe instead (LPIPS too where its pretrained backbone exists); it needs many
@@ -26,9 +26,8 @@ import time
 
 import torch
 
-from minildm.autoencoder import AutoencoderConfig, build_autoencoder, train_autoencoder
+from minildm.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, build_autoencoder, train_autoencoder
 from minildm.autoencoder.evaluate import evaluate_reconstructions
-from minildm.autoencoder.train import fast_cpu_train_config
 from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.metrics import load_or_train_shapes_classifier
 
@@ -54,11 +53,11 @@ def main() -> None:
     train = ShapesDataset(ShapesConfig(size=32, num_samples=4000, seed=0, split="train")).images
     heldout = ShapesDataset(ShapesConfig(size=32, num_samples=args.heldout, seed=1, split="heldout")).images.to(args.device)
     judge = load_or_train_shapes_classifier(32, device=args.device)
-    preset = fast_cpu_train_config(args.steps)
+    preset = AutoencoderTrainConfig.fast_cpu(args.steps)
     train_cfg = dataclasses.replace(
         preset, lr=args.lr, batch_size=args.batch_size, pixel_loss="l1" if args.l1 else preset.pixel_loss,
         lr_schedule="constant" if args.constant_lr else preset.lr_schedule, warmup_steps=0 if args.constant_lr else preset.warmup_steps,
-        disc_start=int(args.steps * args.disc_start_fraction), perceptual_weight=1.0 if args.l1 else 0.0, progress=False,
+        disc_start=int(args.steps * args.disc_start_fraction), perceptual_weight=1.0 if args.l1 else 0.0,
     )
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
@@ -75,11 +74,12 @@ def main() -> None:
             if args.only is not None and args.only != f"f{f}-{kind}":
                 continue
             torch.manual_seed(0)
-            cfg = AutoencoderConfig(base_channels=args.base_channels, channel_mult=channel_mult, num_res_blocks=1,
+            cfg = AutoencoderConfig(kind=kind, base_channels=args.base_channels, channel_mult=channel_mult, num_res_blocks=1,
                                     latent_channels=args.latent_channels, attention_in_middle=False, norm_groups=8,
                                     codebook_size=256)
             start = time.perf_counter()
-            model, _ = train_autoencoder(build_autoencoder(kind, cfg), train, train_cfg, device=args.device)
+            model = build_autoencoder(cfg)
+            train_autoencoder(model, train, train_cfg, device=args.device, progress=False)
             seconds = time.perf_counter() - start
             result = evaluate_reconstructions(model, heldout, judge)
             side = 32 // f

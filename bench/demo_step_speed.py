@@ -2,7 +2,7 @@
 
 The step is what `train_ldm` does per batch: the text encoder and the U-Net forward on cached
 latents (random here: speed does not depend on their values), the v loss, backward, AdamW.
-The models are the demo's own, built by `minildm.demo.build_text_ldm` from a `DemoConfig`; the
+The models are the demo's own, built by `minildm.train.stages.build_text_ldm` from the config tree; the
 f = 2 one is the README's `F2` flags. Steps of all four rows are interleaved and the median
 reported, so load from other processes on a shared machine hits them alike.
 
@@ -10,7 +10,6 @@ reported, so load from other processes on a shared machine hits them alike.
 """
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -19,26 +18,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine_lines, median_seconds
 
-from minildm.autoencoder import AutoencoderKL
-from minildm.demo import DemoConfig, build_text_ldm, load_shapes
+from minildm.autoencoder import build_autoencoder
+from minildm.config import Config, preset, resolve
 from minildm.ldm import LDMBatch
+from minildm.train.stages import build_text_ldm, load_shapes
 
 
-def f2_config() -> DemoConfig:
-    """The README's F2: an f = 2 autoencoder and a U-Net sized for 16x16 latents."""
-    config = DemoConfig()
-    unet = dataclasses.replace(
-        config.ldm.unet, base_channels=16, channel_mult=(1, 2, 4), attention_levels=(1, 2), head_dim=16
-    )
-    return dataclasses.replace(
-        config,
-        autoencoder=dataclasses.replace(config.autoencoder, channel_mult=(1, 2)),
-        ldm=dataclasses.replace(config.ldm, unet=unet),
-    )
+def f2_config() -> Config:
+    """docs/EXPERIMENTS.md's F2: an f = 2 autoencoder and a U-Net sized for 16x16 latents."""
+    return resolve(preset("laptop"), {
+        "autoencoder.channel_mult": (1, 2), "ldm.unet.base_channels": 16, "ldm.unet.channel_mult": (1, 2, 4),
+        "ldm.unet.attention_levels": (1, 2), "ldm.unet.head_dim": 16,
+    })  # fmt: skip
 
 
-def make_step(config: DemoConfig, captions: list[str], batch_size: int):
-    autoencoder = AutoencoderKL(config.autoencoder)
+def make_step(config: Config, captions: list[str], batch_size: int):
+    autoencoder = build_autoencoder(config.autoencoder)
     ldm = build_text_ldm(config, autoencoder, captions)
     optimizer = torch.optim.AdamW([p for p in ldm.parameters() if p.requires_grad], lr=1e-4)
     c, h, w = ldm.latent_shape()
@@ -62,9 +57,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    captions = load_shapes(DemoConfig(), "train", max(256, args.batch), 0).captions
+    captions = load_shapes(preset("laptop"), "train", max(256, args.batch), 0).captions
     rows, shapes = {}, {}
-    for name, config in (("f = 4 (default)", DemoConfig()), ("f = 2 (F2)", f2_config())):
+    for name, config in (("f = 4 (default)", preset("laptop")), ("f = 2 (F2)", f2_config())):
         step, latent, params = make_step(config, captions, args.batch)
         shapes[name] = (latent, params)
         for threads in (1, 2):

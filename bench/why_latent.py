@@ -45,7 +45,6 @@ from minildm.autoencoder import (
     AutoencoderConfig,
     AutoencoderKL,
     AutoencoderTrainConfig,
-    DiagonalGaussian,
     load_autoencoder,
     save_autoencoder,
     train_autoencoder,
@@ -120,21 +119,25 @@ class BenchConfig:
 
 
 class PixelSpace(nn.Module):
-    """The identity as a first stage, E(x) = D(x) = x: latent diffusion with f = 1 is pixel diffusion (LDM-1)."""
+    """The identity as a first stage, E(x) = D(x) = x: latent diffusion with f = 1 is pixel diffusion
+    (LDM-1). It implements the first-stage interface (minildm/autoencoder/first_stage.py)."""
 
     kind = "identity"
+    sum_pixel_loss = False
 
     def __init__(self):
         super().__init__()
         self.config = AutoencoderConfig(channel_mult=(1,), latent_channels=3)  # f = 2 ** 0 = 1, c = 3
         self.register_buffer("scale_factor", torch.tensor(1.0))
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        # q(z|x) = N(x, 0): mean x, log-variance at its floor
-        return DiagonalGaussian(torch.cat([x, torch.full_like(x, -30.0)], dim=1))  # moments (B, 6, H, W)
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         return z
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def make_autoencoder(space: Space, cfg: BenchConfig) -> nn.Module:
@@ -275,8 +278,8 @@ def trained_autoencoder(space: Space, cfg: BenchConfig, images: torch.Tensor, de
         return load_autoencoder(path).to(device).eval()
     autoencoder = make_autoencoder(space, cfg)
     train_config = AutoencoderTrainConfig(steps=cfg.ae_steps, batch_size=32, lr=2e-3, perceptual_weight=0.0,
-                                          disc_start=cfg.ae_steps + 1, progress=False)  # fmt: skip
-    train_autoencoder(autoencoder, images, train_config, device)
+                                          disc_start=cfg.ae_steps + 1)  # fmt: skip
+    train_autoencoder(autoencoder, images, train_config, device=device, progress=False)
     save_autoencoder(autoencoder, path)
     return autoencoder.eval()
 
@@ -294,10 +297,10 @@ def quality_at_equal_time(space, cfg, step_seconds, train_data, device, out_dir)
     ldm = make_ldm(space, cfg, autoencoder).to(device)
     latents = cache_latents(ldm, train_data.images, device)
     steps = max(1, round(cfg.train_seconds / step_seconds))
-    train_config = TrainConfig(steps=steps, batch_size=cfg.batch, lr=cfg.lr, warmup_steps=min(100, steps // 5 + 1),
-                               device=str(device), show_progress=False)  # fmt: skip
+    train_config = TrainConfig(steps=steps, batch_size=cfg.batch, lr=cfg.lr, warmup_steps=min(100, steps // 5 + 1))
     start = time.perf_counter()
-    history = train_ldm(ldm, TensorBatches(latents, class_labels=class_labels(train_data.labels)), train_config)
+    batches = TensorBatches(latents, class_labels=class_labels(train_data.labels))
+    history = train_ldm(ldm, batches, train_config, device=str(device), progress=False)
     train_seconds = time.perf_counter() - start
     return ldm, {"steps": steps, "train_seconds": train_seconds, "autoencoder_seconds": autoencoder_seconds,
                  "final_loss": sum(history["loss"][-20:]) / len(history["loss"][-20:])}  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from minildm.autoencoder import load_autoencoder
 from minildm.checkpoint import CheckpointError
 from minildm.config import DERIVED, PRESETS, Config, ConfigError, preset, resolve, select_device
-from minildm.datasets import DatasetCorruptError
+from minildm.datasets import DatasetCorruptError, DatasetUnavailableError
 from minildm.demo import run_demo
 from minildm.flags import add_tree_flags
 from minildm.ldm import load_ldm
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (UsageError, ConfigError, CheckpointError, RunError, DatasetCorruptError) as err:
+    except (UsageError, ConfigError, CheckpointError, RunError, DatasetCorruptError, DatasetUnavailableError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2

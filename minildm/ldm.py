@@ -38,7 +38,7 @@ from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
 from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.checkpoint import CheckpointError, load_checkpoint
+from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint
 from minildm.train.ema import EMA
 
 CONDITIONINGS = ("text", "class", "none")
@@ -290,12 +290,12 @@ def load_ldm(path, use_ema: bool = True, device: str = "cpu") -> LatentDiffusion
         ldm = LatentDiffusion(config, autoencoder, tokenizer)
         ldm.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path} does not match this version of minildm: {str(err).splitlines()[0][:200]}") from err
+        raise CheckpointError(f"{path} does not match this version of minildm: {error_summary(err)}") from err
     if use_ema and "ema" in state:
         ema = EMA(ldm)
         try:
             ema.load_state_dict(state["ema"])
         except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path} has an EMA that does not fit its model: {str(err).splitlines()[0][:200]}") from err
+            raise CheckpointError(f"{path}: {error_summary(err)}") from err
         ema.copy_to(ldm)
     return ldm.to(device).eval()

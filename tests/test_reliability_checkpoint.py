@@ -142,7 +142,7 @@ def library_load_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def resume(path: Path) -> None:
         ldm = tiny_ldm()
-        train_ldm(ldm, lambda generator, n: None, TrainConfig(steps=1, out_dir=str(path.parent), resume=True, show_progress=False))
+        train_ldm(ldm, lambda generator, n: None, TrainConfig(steps=1, resume=True), out_dir=path.parent, progress=False)
 
     return {
         "load_checkpoint": (lambda path: load_checkpoint(path), None),

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.first_stage import FirstStage, build_autoencoder
-from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint, save_checkpoint
 
 
 def autoencoder_checkpoint(model: FirstStage) -> dict:
@@ -36,7 +36,7 @@ def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
         model = build_autoencoder(AutoencoderConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"this autoencoder checkpoint does not match this version of minildm: {str(err).splitlines()[0][:200]}") from err
+        raise CheckpointError(f"this autoencoder checkpoint does not match this version of minildm: {error_summary(err)}") from err
     if abs(float(model.scale_factor) - checkpoint["scale_factor"]) > 1e-6 * abs(checkpoint["scale_factor"]):
         raise CheckpointError(
             f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's {float(model.scale_factor)}"

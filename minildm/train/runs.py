@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minildm.checkpoint import CheckpointError, load_checkpoint
+from minildm.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 
 
 class RunError(ValueError):
@@ -38,7 +38,10 @@ def checkpoint_to_resume(
 ) -> dict | None:
     """The checkpoint at `path` to continue from, None to start afresh, or a RunError if
     starting afresh would overwrite it without being asked."""
-    if path is None or not path.exists():
+    if path is None:
+        return None
+    remove_stale_temp_files(path)  # left by a run that was killed while writing
+    if not path.exists():
         return None
     if resume:
         return load_checkpoint(path, required_keys=required_keys)

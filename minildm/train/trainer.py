@@ -27,7 +27,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from minildm.checkpoint import save_checkpoint
+from minildm.checkpoint import CheckpointError, error_summary, save_checkpoint
 from minildm.ldm import LatentDiffusion, LDMBatch
 from minildm.train.distributed import barrier, init_distributed, rank_device
 from minildm.train.ema import EMA
@@ -141,7 +141,10 @@ def train_ldm(
     history: dict[str, list[float]] = {"loss": [], "lr": []}
     start = 0
     if state is not None:
-        ema.load_state_dict(state["ema"])
+        try:
+            ema.load_state_dict(state["ema"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: {error_summary(err)}") from err
         optimizer.load_state_dict(state["training"]["optimizer"])
         history = {name: list(values) for name, values in state["training"]["history"].items()}
         start = int(state["training"]["step"])
