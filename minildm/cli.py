@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from minildm.autoencoder import load_autoencoder
 from minildm.checkpoint import CheckpointError
@@ -31,7 +32,7 @@ from minildm.ldm import load_ldm
 from minildm.pipelines.sampling import SAMPLERS, make_sampler
 from minildm.pipelines.text_to_image import text_to_image
 from minildm.train.distributed import init_distributed, shutdown
-from minildm.train.runs import RunError, last_step, writable_folder
+from minildm.train.runs import RunError, last_step, show_progress, writable_folder
 from minildm.train.stages import train_first_stage, train_text_ldm
 from minildm.viz import save_image_grid
 
@@ -130,7 +131,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     generator = torch.Generator(device).manual_seed(config.seed)
     batches = [prompts[i : i + sample.batch_size] for i in range(0, len(prompts), sample.batch_size)]
     images = torch.cat([
-        text_to_image(ldm, sampler, batch, guidance_scale=sample.guidance, generator=generator).cpu() for batch in batches
+        text_to_image(ldm, sampler, batch, guidance_scale=sample.guidance, generator=generator).cpu()
+        for batch in tqdm(batches, desc="sampling", unit="batch", disable=not show_progress(config.progress))
     ])  # fmt: skip
     if not torch.isfinite(images).all():
         raise UsageError("the samples are not finite numbers (NaN or inf): lower --guidance or check the checkpoint")
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        for bar in list(getattr(tqdm, "_instances", ())):  # close open progress bars first, so the message is last
+            bar.close()
         out = Path(getattr(args, "out", "."))
         name = {"train-autoencoder": "autoencoder.pt", "train-ldm": "ldm.pt", "demo": "ldm.pt"}.get(args.command)
         step = last_step(out / name) if name else None
