@@ -98,8 +98,9 @@ class UNetConfig:
         return self.num_heads, channels // self.num_heads
 
 
-class Level(nn.Module):
-    """One resolution level: ResBlocks, a SpatialTransformer after each (or none), and a resampler."""
+class UNetLevel(nn.Module):
+    """One resolution level of the U-Net: ResBlocks, a SpatialTransformer after each (or none), and a
+    resampler; UNet.forward runs them, since the decoder's ResBlocks also take the encoder's skips."""
 
     def __init__(self, resnets: list[ResBlock], attentions: list[SpatialTransformer], resample: nn.Module | None):
         super().__init__()
@@ -152,11 +153,11 @@ class UNet(nn.Module):
                 if level in cfg.attention_levels:
                     attentions.append(transformer(ch))
                 skip_channels.append(ch)
-            self.down_blocks.append(Level(resnets, attentions, None if last else Downsample(ch)))
+            self.down_blocks.append(UNetLevel(resnets, attentions, None if last else Downsample(ch)))
             if not last:
                 skip_channels.append(ch)
 
-        self.mid_block = Level([resblock(ch, ch), resblock(ch, ch)], [transformer(ch)], None)
+        self.mid_block = UNetLevel([resblock(ch, ch), resblock(ch, ch)], [transformer(ch)], None)
 
         # Decoder, deepest level first: each ResBlock eats one skip, concatenated to its input.
         self.up_blocks = nn.ModuleList()
@@ -167,7 +168,7 @@ class UNet(nn.Module):
                 ch = channels[level]
                 if level in cfg.attention_levels:
                     attentions.append(transformer(ch))
-            self.up_blocks.append(Level(resnets, attentions, Upsample(ch) if level > 0 else None))
+            self.up_blocks.append(UNetLevel(resnets, attentions, Upsample(ch) if level > 0 else None))
 
         self.conv_norm_out = nn.GroupNorm(cfg.norm_groups, ch, eps=1e-5)
         self.act = nn.SiLU()
