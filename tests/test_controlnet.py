@@ -13,8 +13,9 @@ from minildm.nn.controlnet import ControlNet, ControlNetConfig
 TINY = {"base_channels": 32, "channel_mult": (1, 2), "norm_groups": 8}
 CONFIGS = {
     "text": UNetConfig(**TINY, attention_levels=(1,), context_dim=24, num_heads=4),
-    "inpaint, classes": UNetConfig(**TINY, extra_in_channels=5, attention_levels=(0, 1), context_dim=24,
-                                   num_classes=3, head_dim=8),  # fmt: skip
+    "inpaint, classes": UNetConfig(
+        **TINY, extra_in_channels=5, attention_levels=(0, 1), context_dim=24, num_classes=3, head_dim=8
+    ),
 }
 HINT = ControlNetConfig(hint_channels=3, hint_widths=(8, 16))  # one stride-2 step: hint at twice the latent size
 
@@ -86,7 +87,7 @@ def test_bad_inputs_and_mismatched_configs_are_explained():
     args = inputs(cfg)
     with pytest.raises(ValueError, match="hint must have shape \\(2, 3, 16, 16\\) \\(latent size x 2\\)"):
         controlnet(**args, hint=torch.zeros(2, 3, 8, 8))
-    down, mid = controlnet(**args, hint=torch.zeros(2, 3, 16, 16))
+    down, _ = controlnet(**args, hint=torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match="down_residuals must have one tensor per skip"):
         unet(**args, down_residuals=down[:-1])
     with pytest.raises(ValueError, match="mid_residual must have shape \\(2, 64, 4, 4\\)"):

@@ -12,7 +12,14 @@ from safetensors import safe_open
 from minildm import UNet, UNetConfig
 from minildm.convert.diffusers_lora import load_lora, save_lora
 from minildm.convert.diffusers_unet import diffusers_config, load_diffusers_unet
-from minildm.nn.lora import LoRALinear, add_lora, lora_layers, lora_state_dict, merge_lora, unmerge_lora
+from minildm.nn.lora import (
+    LoRALinear,
+    add_lora,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    unmerge_lora,
+)
 
 CFG = UNetConfig(base_channels=32, channel_mult=(1, 2), norm_groups=8, attention_levels=(1,), context_dim=24, num_heads=4)
 

@@ -68,7 +68,7 @@ def save_lora(unet: torch.nn.Module, path: str | Path) -> Path:
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The adapter's tensors and its LoraConfig settings (empty if the file has none), "unet." prefixes removed."""
     with safe_open(str(path), framework="pt") as f:
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
         header = f.metadata() or {}
     config = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
     if any(key.startswith(PREFIX) for key in tensors):

@@ -26,6 +26,7 @@ of (H, W) * 2^(len(hint_channels) - 1) meets latents of (H, W): SD's (16, 32, 96
 512 x 512 to 64 x 64.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,7 @@ class HintEncoder(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(hint_channels, widths[0], 3, padding=1)
         self.blocks = nn.ModuleList()
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in itertools.pairwise(widths):
             self.blocks.append(nn.Conv2d(cin, cin, 3, padding=1))
             self.blocks.append(nn.Conv2d(cin, cout, 3, padding=1, stride=2))  # halves H and W
         self.conv_out = zero_conv(widths[-1], out_channels, kernel_size=3)

@@ -46,8 +46,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minildm.nn.embeddings import TimestepEmbedding
-from minildm.nn.resblock import ResBlock
 from minildm.nn.resample import Downsample, Upsample
+from minildm.nn.resblock import ResBlock
 from minildm.nn.transformer import SpatialTransformer
 
 
