@@ -14,6 +14,7 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 from transformers import CLIPTokenizer as HFCLIPTokenizer
 
@@ -164,3 +165,23 @@ def test_scheduler_config_maps_to_schedule_and_ddim_settings():
         schedule_from_diffusers({"beta_schedule": "sigmoid"})
     with pytest.raises(ValueError, match="trained_betas"):
         schedule_from_diffusers({"trained_betas": [0.1, 0.2]})
+
+
+def test_half_precision_weights_load_and_run(sd_folder, tmp_path):
+    """fp16 weight files (variant "fp16", as SD repositories ship them) run in bfloat16 without autocast."""
+    half = tmp_path / "sd"
+    shutil.copytree(sd_folder, half)
+    for weights in half.glob("*/*.safetensors"):
+        stem = weights.name.removesuffix(".safetensors")
+        save_file({k: v.half() for k, v in load_file(weights).items()}, weights.with_name(f"{stem}.fp16.safetensors"))
+        weights.unlink()
+    sd = load_stable_diffusion_folder(half, dtype=torch.bfloat16, variant="fp16")
+    full = load_stable_diffusion_folder(sd_folder)
+    assert {p.dtype for p in sd.unet.parameters()} == {torch.bfloat16}
+    z, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2)), torch.tensor([500])
+    with torch.no_grad():
+        eps = sd.unet(z.bfloat16(), t, sd.encode_prompts(["a red circle"]))
+        image = sd.vae.decode_latents(eps)
+        expected = full.vae.decode_latents(full.unet(z, t, full.encode_prompts(["a red circle"])))
+    assert image.dtype == torch.bfloat16
+    torch.testing.assert_close(image.float(), expected, rtol=0, atol=0.06)  # bfloat16 keeps 8 bits: ~0.4% a step
