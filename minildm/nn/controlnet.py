@@ -98,7 +98,8 @@ class ControlNet(UNetEncoder):
         expected = [k for k in controlnet.state_dict() if k.startswith(("hint_encoder.", "zero_conv"))]
         if sorted(missing) != sorted(expected):
             raise ValueError(f"the U-Net lacks encoder weights the ControlNet needs: {sorted(set(missing) - set(expected))[:5]}")
-        return controlnet.to(next(unet.parameters()).dtype)
+        weight = next(unet.parameters())
+        return controlnet.to(device=weight.device, dtype=weight.dtype)
 
     def forward(
         self,
