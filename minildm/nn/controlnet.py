@@ -20,7 +20,7 @@ At initialisation every Z is zero, so the residuals are exactly zero and the mod
 model; training moves Z away from zero without first harming the U-Net (ControlNet sec. 3.1).
 
 The hint encoder: 3x3 conv, then for each step to the next width a 3x3 conv and a stride-2 3x3
-conv, SiLU after every conv, a zero 3x3 conv out (the released code and diffusers' 
+conv, SiLU after every conv, a zero 3x3 conv out (the released code and diffusers'
 `ControlNetConditioningEmbedding`; the paper describes four 4x4 stride-2 convs). A control image
 of (H, W) * 2^(len(hint_channels) - 1) meets latents of (H, W): SD's (16, 32, 96, 256) maps
 512 x 512 to 64 x 64.
