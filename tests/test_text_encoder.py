@@ -3,7 +3,7 @@ both activations), the causal mask, end-token pooling, shorter contexts, and inp
 
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from minildm.convert.hf_clip import (
     config_from_hf,
@@ -40,7 +40,7 @@ def test_matches_transformers_clip_text_model(hidden_act, eos_token_id, end):
     hf = _hf_model(hidden_act, eos_token_id)
     ours = text_encoder_from_hf(hf).eval()
     assert ours.cfg.eos_token_id == (None if eos_token_id == 2 else 50)
-    assert ours.cfg.mlp_ratio == 2.5
+    assert ours.cfg.mlp_width == 80
     tokens = _tokens(end)
     assert ours.pool_positions(tokens).tolist() == [13, 4, 3]
     with torch.no_grad():
@@ -111,3 +111,34 @@ def test_bad_inputs_are_explained():
         TextEncoder(TextEncoderConfig(**{**TINY.__dict__, "num_heads": 5}))
     with pytest.raises(ValueError, match="eos_token_id=7"):
         TextEncoder(TextEncoderConfig(**{**TINY.__dict__, "eos_token_id": 7}))(torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_an_mlp_width_that_is_no_round_ratio_loads_exactly():
+    # 61 / 56 * 56 is 60.99999..., which a ratio floored to an int would turn into 60
+    config = CLIPTextConfig(vocab_size=100, hidden_size=56, intermediate_size=61, num_hidden_layers=1,
+                            num_attention_heads=4, max_position_embeddings=16, eos_token_id=2)
+    hf = CLIPTextModel(config).eval()
+    ours = text_encoder_from_hf(hf).eval()
+    assert ours.blocks[0].mlp.fc1.out_features == 61
+    tokens = _tokens(99)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens)[0], hf(input_ids=tokens).last_hidden_state, atol=1e-5, rtol=0)
+
+
+def test_text_projection_is_kept_and_matches_text_embeds():
+    config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=16, projection_dim=24,
+                            eos_token_id=50)
+    hf = CLIPTextModelWithProjection(config).eval()
+    ours = text_encoder_from_hf(hf).eval()
+    assert ours.cfg.projection_dim == 24
+    tokens = _tokens(50)
+    with torch.no_grad():
+        expected = hf(input_ids=tokens)
+        hidden, pooled = ours(tokens)
+        torch.testing.assert_close(hidden, expected.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.project(pooled), expected.text_embeds, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="missing \\['text_projection.weight'\\]"):
+        convert_hf_clip_text_state_dict(CLIPTextModel(config).state_dict(), 2, projection=True)
+    with pytest.raises(ValueError, match="projection_dim=None: it has no text projection"):
+        TextEncoder(TINY).project(torch.zeros(1, 32))

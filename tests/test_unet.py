@@ -193,3 +193,26 @@ def test_the_converter_refuses_what_diffusers_cannot_hold():
         diffusers_config(UNetConfig(**TINY, attention_levels=(), num_classes=3, pooled_dim=6))
     with pytest.raises(ValueError, match="class_embed_type None or 'simple_projection'"):
         config_from_diffusers({**diffusers_config(CONFIGS["pooled text"]), "class_embed_type": "projection"})
+
+
+def test_float64_matches_diffusers_and_bfloat16_runs_without_autocast():
+    # the sinusoids are float32; they are cast to the MLP's dtype, as diffusers casts them to the sample's
+    cfg = CONFIGS["class"]
+    ref = UNet2DConditionModel(**diffusers_config(cfg))
+    ours = load_diffusers_unet(dict(ref.config), ref.state_dict())
+    args = inputs(cfg)
+    with torch.no_grad():
+        full = ours(**args)
+        for dtype, atol in ((torch.float64, 1e-12), (torch.bfloat16, 3e-2)):  # bfloat16 keeps 8 bits: ~0.4% a step
+            cast = {k: v.to(dtype) if v is not None and v.is_floating_point() and k != "t" else v for k, v in args.items()}
+            out_ours = ours.to(dtype)(**cast)
+            out_ref = diffusers_forward(ref.to(dtype), **cast)
+            assert out_ours.dtype == dtype
+            torch.testing.assert_close(out_ours, out_ref, rtol=0, atol=atol)
+            torch.testing.assert_close(out_ours.float(), full, rtol=0, atol=max(atol, 1e-5))
+
+
+def test_a_learned_variance_config_is_refused():
+    config = {**diffusers_config(CONFIGS["text"]), "in_channels": 4, "out_channels": 8}
+    with pytest.raises(ValueError, match="need out_channels <= in_channels, got in_channels=4, out_channels=8"):
+        config_from_diffusers(config)

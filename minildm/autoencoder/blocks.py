@@ -4,8 +4,9 @@ The encoder and decoder of LDM (and of Stable Diffusion's VAE) are stacks of thr
 
 - `ResnetBlock`: h = x + conv(SiLU(GN(conv(SiLU(GN(x)))))), with a 1x1 conv on the skip
   path when the channel count changes (He et al. 2016, pre-activation form).
-- `Downsample` / `Upsample`: halve the resolution with a stride-2 3x3 conv (padded on the
-  right and bottom only, as in LDM), double it with nearest-neighbour upsampling + a 3x3 conv.
+- `Downsample(asymmetric_padding=True)` / `Upsample` from minildm/nn/resample.py: halve the
+  resolution with a stride-2 3x3 conv (padded on the right and bottom only, as in LDM, unlike
+  the U-Net's), double it with nearest-neighbour upsampling + a 3x3 conv.
 - `MiddleBlock`: ResnetBlock -> `AttentionBlock` -> ResnetBlock at the lowest resolution,
   where single-head self-attention over all H*W positions lets every latent see the whole
   image.
@@ -44,29 +45,6 @@ class ResnetBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         return self.shortcut(x) + h
-
-
-class Downsample(nn.Module):
-    """(B, C, H, W) -> (B, C, H/2, W/2): pad right and bottom by one, then a stride-2 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # asymmetric padding (left, right, top, bottom) = (0, 1, 0, 1), as in LDM and SD
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """(B, C, H, W) -> (B, C, 2H, 2W): nearest-neighbour upsampling, then a 3x3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class AttentionBlock(nn.Module):

@@ -3,8 +3,8 @@
     x (B, 3, H, W) --E--> z (B, c, H/f, W/f) --D--> x~ (B, 3, H, W)
 
 The encoder goes down: conv_in, then per level `num_res_blocks` ResnetBlocks and a 2x
-Downsample (not after the last level), a MiddleBlock, GroupNorm + SiLU + conv_out. The decoder
-mirrors it, with one more ResnetBlock per level and Upsample instead of Downsample. The layout
+Downsample padded on the right and bottom as in LDM (not after the last level), a MiddleBlock,
+GroupNorm + SiLU + conv_out. The decoder mirrors it, with one more ResnetBlock per level and Upsample instead of Downsample. The layout
 and the parameter names follow LDM's `ldm/modules/diffusionmodules/model.py`, so the diffusers
 converter (minildm/convert/diffusers_vae.py) is a renaming of keys.
 """
@@ -13,18 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minildm.autoencoder.blocks import (
-    Downsample,
-    MiddleBlock,
-    ResnetBlock,
-    Upsample,
-    group_norm,
-)
+from minildm.autoencoder.blocks import MiddleBlock, ResnetBlock, group_norm
 from minildm.autoencoder.config import AutoencoderConfig
+from minildm.nn.resample import Downsample, Upsample
 
 
-class Level(nn.Module):
-    """One resolution level: a list of ResnetBlocks, then an optional resampling layer."""
+class AutoencoderLevel(nn.Module):
+    """One resolution level of the encoder or decoder: ResnetBlocks (no time, no attention), then a resampler."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, norm_groups: int, resample: nn.Module):
         super().__init__()
@@ -50,8 +45,8 @@ class Encoder(nn.Module):
         previous = channels[0]
         for i, ch in enumerate(channels):
             is_last = i == len(channels) - 1
-            resample = nn.Identity() if is_last else Downsample(ch)
-            self.levels.append(Level(previous, ch, cfg.num_res_blocks, cfg.norm_groups, resample))
+            resample = nn.Identity() if is_last else Downsample(ch, asymmetric_padding=True)
+            self.levels.append(AutoencoderLevel(previous, ch, cfg.num_res_blocks, cfg.norm_groups, resample))
             previous = ch
         self.middle = MiddleBlock(channels[-1], cfg.norm_groups, cfg.attention_in_middle)
         self.norm_out = group_norm(channels[-1], cfg.norm_groups)
@@ -77,7 +72,7 @@ class Decoder(nn.Module):
         previous = channels[-1]
         for i in reversed(range(len(channels))):
             resample = Upsample(channels[i]) if i > 0 else nn.Identity()
-            self.levels.append(Level(previous, channels[i], cfg.num_res_blocks + 1, cfg.norm_groups, resample))
+            self.levels.append(AutoencoderLevel(previous, channels[i], cfg.num_res_blocks + 1, cfg.norm_groups, resample))
             previous = channels[i]
         self.norm_out = group_norm(channels[0], cfg.norm_groups)
         self.conv_out = nn.Conv2d(channels[0], cfg.in_channels, 3, padding=1)

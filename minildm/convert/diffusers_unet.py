@@ -15,7 +15,9 @@ convolutions (C_out, C_in, 1, 1); minildm uses the same map as a Linear (C_out, 
 Everything else (conv_in, time_embedding, class_embedding, resnets, norms, conv_out) has the
 same name and shape in both.
 
-Config: diffusers' `attention_head_dim` is, for these U-Nets, the number of heads (an old
+Config: diffusers' in_channels = out_channels + extra input channels (inpainting's mask and
+masked latent); a config with out_channels > in_channels (a learned variance) is refused.
+diffusers' `attention_head_dim` is, for these U-Nets, the number of heads (an old
 naming accident, kept by diffusers for compatibility); the head width is channels // heads.
 diffusers' class table has `num_class_embeds` rows; minildm's has num_classes + 1 (the last is
 the null label), so num_class_embeds = num_classes + 1. minildm's pooled text vector
@@ -137,6 +139,12 @@ def config_from_diffusers(config: dict) -> UNetConfig:
 
     num_class_embeds = config.get("num_class_embeds")
     in_channels, out_channels = config["in_channels"], config["out_channels"]
+    if out_channels > in_channels:
+        # the extra outputs would be a learned variance (Nichol & Dhariwal 2021), which no minildm sampler reads
+        raise ValueError(
+            f"minildm.UNet predicts eps, x0 or v only: need out_channels <= in_channels, "
+            f"got in_channels={in_channels}, out_channels={out_channels} (a learned variance?)"
+        )
     return UNetConfig(
         in_channels=out_channels,
         out_channels=out_channels,

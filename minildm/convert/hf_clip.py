@@ -13,6 +13,9 @@ function; only the names differ:
     encoder.layers.{i}.mlp.fc{1,2}.*                blocks.{i}.mlp.fc{1,2}.*
     final_layer_norm.*                              ln_final.*
 
+`CLIPTextModelWithProjection` also holds `text_projection.weight` (text_embeds = pooled W_proj):
+it becomes `text_projection.weight`, and `TextEncoder.project` applies it.
+
 Pooling: transformers pools at argmax(ids) when `eos_token_id == 2` (the legacy value in SD 1.x's
 config) and at the first `eos_token_id` otherwise; `config_from_hf` carries that choice over.
 
@@ -23,6 +26,8 @@ Usage with the real weights (a local safetensors file; minildm never downloads t
     encoder.load_state_dict(convert_hf_clip_text_state_dict(state, encoder.cfg.num_layers))
 """
 
+from types import SimpleNamespace
+
 import torch
 
 from minildm.text.text_encoder import TextEncoder, TextEncoderConfig
@@ -30,8 +35,11 @@ from minildm.text.text_encoder import TextEncoder, TextEncoderConfig
 HF_LEGACY_EOS_TOKEN_ID = 2
 
 
-def config_from_hf(hf_config) -> TextEncoderConfig:
-    """The `TextEncoderConfig` of a transformers `CLIPTextConfig`."""
+def config_from_hf(hf_config, projection: bool = False) -> TextEncoderConfig:
+    """The `TextEncoderConfig` of a transformers `CLIPTextConfig` (or of its config.json as a dict);
+    projection=True keeps `CLIPTextModelWithProjection`'s text projection (projection_dim)."""
+    if isinstance(hf_config, dict):
+        hf_config = SimpleNamespace(**hf_config)
     if hf_config.hidden_act not in ("quick_gelu", "gelu"):
         raise ValueError(f"hidden_act must be 'quick_gelu' or 'gelu', got {hf_config.hidden_act!r}")
     eos = hf_config.eos_token_id
@@ -41,18 +49,22 @@ def config_from_hf(hf_config) -> TextEncoderConfig:
         width=hf_config.hidden_size,
         num_layers=hf_config.num_hidden_layers,
         num_heads=hf_config.num_attention_heads,
-        mlp_ratio=hf_config.intermediate_size / hf_config.hidden_size,
+        mlp_width=hf_config.intermediate_size,
         activation=hf_config.hidden_act,
         eos_token_id=None if eos == HF_LEGACY_EOS_TOKEN_ID else eos,
         layer_norm_eps=hf_config.layer_norm_eps,
+        projection_dim=hf_config.projection_dim if projection else None,
     )
 
 
-def convert_hf_clip_text_state_dict(state_dict: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Rename a `CLIPTextModel` state dict (with or without the `text_model.` prefix) to ours.
+def convert_hf_clip_text_state_dict(
+    state_dict: dict[str, torch.Tensor], num_layers: int, projection: bool = False
+) -> dict[str, torch.Tensor]:
+    """Rename a `CLIPTextModel` state dict (with or without the `text_model.` prefix) to ours;
+    projection=True also takes `text_projection.weight` (`CLIPTextModelWithProjection`, or CLIPModel).
 
-    Keys of other parts of a full CLIP checkpoint (vision_model., logit_scale, projections)
-    and the `position_ids` buffer are left out.
+    Keys of other parts of a full CLIP checkpoint (vision_model., logit_scale, visual_projection),
+    the text projection unless asked for, and the `position_ids` buffer are left out.
     """
     prefix = "text_model." if any(k.startswith("text_model.") for k in state_dict) else ""
     renames = {
@@ -70,15 +82,20 @@ def convert_hf_clip_text_state_dict(state_dict: dict[str, torch.Tensor], num_lay
             renames[f"{theirs}mlp.fc2.{param}"] = f"{ours}mlp.fc2.{param}"
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                 renames[f"{theirs}self_attn.{proj}.{param}"] = f"{ours}attn.{proj}.{param}"
-    missing = [prefix + k for k in renames if prefix + k not in state_dict]
+    renames = {prefix + theirs: ours for theirs, ours in renames.items()}
+    if projection:
+        renames["text_projection.weight"] = "text_projection.weight"
+    missing = [k for k in renames if k not in state_dict]
     if missing:
         raise ValueError(f"not a CLIPTextModel state dict with {num_layers} layers: missing {missing[:5]}")
-    return {ours: state_dict[prefix + theirs] for theirs, ours in renames.items()}
+    return {ours: state_dict[theirs] for theirs, ours in renames.items()}
 
 
 def text_encoder_from_hf(hf_model) -> TextEncoder:
-    """A `TextEncoder` with the weights of a transformers `CLIPTextModel`."""
-    encoder = TextEncoder(config_from_hf(hf_model.config))
-    state = convert_hf_clip_text_state_dict(hf_model.state_dict(), encoder.cfg.num_layers)
+    """A `TextEncoder` with the weights of a transformers `CLIPTextModel`, or of a
+    `CLIPTextModelWithProjection` together with its text projection."""
+    projection = getattr(hf_model, "text_projection", None) is not None
+    encoder = TextEncoder(config_from_hf(hf_model.config, projection))
+    state = convert_hf_clip_text_state_dict(hf_model.state_dict(), encoder.cfg.num_layers, projection)
     encoder.load_state_dict(state)
     return encoder

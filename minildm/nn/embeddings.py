@@ -8,7 +8,9 @@ The U-Net is told the diffusion step t through a vector. With half = dim / 2 fre
 
 (cos first, as Stable Diffusion: diffusers' `flip_sin_to_cos=True, freq_shift=0`). An MLP
 (linear, SiLU, linear) turns it into the time embedding that every ResBlock receives.
-t may be fractional (a float tensor); integer steps are converted to float.
+t may be fractional (a float tensor); integer steps are converted to float. The sinusoids are
+computed in float32 and then cast to the MLP's dtype (as diffusers does), so a U-Net held in
+float64, float16 or bfloat16 runs without autocast.
 """
 
 import math
@@ -41,5 +43,6 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """t: (B,) -> (B, embed_dim)."""
-        return self.linear_2(self.act(self.linear_1(timestep_embedding(t, self.freq_dim))))
+        """t: (B,) -> (B, embed_dim), in the dtype of the MLP's weights."""
+        sinusoids = timestep_embedding(t, self.freq_dim).to(self.linear_1.weight.dtype)  # (B, freq_dim)
+        return self.linear_2(self.act(self.linear_1(sinusoids)))

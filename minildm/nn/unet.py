@@ -31,6 +31,10 @@ Shape through the net (level l has base_channels * channel_mult[l] channels, res
                   Upsample (all but the top level)
     GroupNorm, SiLU, conv_out    (B, C_0, H, W) -> (B, out, H, W)
 
+`UNetEncoder` is everything up to the decoder (embeddings, encoder, middle); UNet adds the
+decoder, and ControlNet (nn/controlnet.py, Zhang et al. 2023) is a trainable copy of the encoder
+whose outputs `forward(..., down_residuals, mid_residual)` adds to the skips and to the middle.
+
 The module names follow diffusers' `UNet2DConditionModel`, so that
 minildm/convert/diffusers_unet.py, which loads its weights (and Stable Diffusion 1.x), stays short.
 """
@@ -42,8 +46,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minildm.nn.embeddings import TimestepEmbedding
-from minildm.nn.resblock import ResBlock
 from minildm.nn.resample import Downsample, Upsample
+from minildm.nn.resblock import ResBlock
 from minildm.nn.transformer import SpatialTransformer
 
 
@@ -98,8 +102,9 @@ class UNetConfig:
         return self.num_heads, channels // self.num_heads
 
 
-class Level(nn.Module):
-    """One resolution level: ResBlocks, a SpatialTransformer after each (or none), and a resampler."""
+class UNetLevel(nn.Module):
+    """One resolution level of the U-Net: ResBlocks, a SpatialTransformer after each (or none), and a
+    resampler; UNet.forward runs them, since the decoder's ResBlocks also take the encoder's skips."""
 
     def __init__(self, resnets: list[ResBlock], attentions: list[SpatialTransformer], resample: nn.Module | None):
         super().__init__()
@@ -117,22 +122,15 @@ def coordinate_grid(x: torch.Tensor) -> torch.Tensor:
     return grid.expand(B, -1, -1, -1)
 
 
-class UNet(nn.Module):
+class UNetEncoder(nn.Module):
+    """The U-Net's embeddings, encoder (down path) and middle block. UNet adds the decoder;
+    ControlNet (nn/controlnet.py) is a trainable copy of exactly this part."""
+
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
         channels = cfg.level_channels
         time_dim = 4 * cfg.base_channels
-
-        def resblock(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, time_dim, cfg.norm_groups, cfg.dropout, cfg.resblock_scale_shift)
-
-        def transformer(ch: int) -> SpatialTransformer:
-            num_heads, head_dim = cfg.heads(ch)
-            return SpatialTransformer(
-                ch, num_heads, head_dim, cfg.context_dim, cfg.transformer_depth, cfg.norm_groups, cfg.use_sdpa
-            )
-
         self.time_embedding = TimestepEmbedding(cfg.base_channels, time_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, time_dim) if cfg.num_classes is not None else None
         self.pooled_embedding = nn.Linear(cfg.pooled_dim, time_dim) if cfg.pooled_dim is not None else None
@@ -140,38 +138,32 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels + coordinates, channels[0], 3, padding=1)
 
         # Encoder: remember the channel count of every skip connection it will hand to the decoder.
-        skip_channels = [channels[0]]
+        self.skip_channels = [channels[0]]
         self.down_blocks = nn.ModuleList()
         ch = channels[0]
         for level, level_ch in enumerate(channels):
             last = level == len(channels) - 1
             resnets, attentions = [], []
             for _ in range(cfg.num_res_blocks):
-                resnets.append(resblock(ch, level_ch))
+                resnets.append(self.resblock(ch, level_ch))
                 ch = level_ch
                 if level in cfg.attention_levels:
-                    attentions.append(transformer(ch))
-                skip_channels.append(ch)
-            self.down_blocks.append(Level(resnets, attentions, None if last else Downsample(ch)))
+                    attentions.append(self.transformer(ch))
+                self.skip_channels.append(ch)
+            self.down_blocks.append(UNetLevel(resnets, attentions, None if last else Downsample(ch)))
             if not last:
-                skip_channels.append(ch)
+                self.skip_channels.append(ch)
 
-        self.mid_block = Level([resblock(ch, ch), resblock(ch, ch)], [transformer(ch)], None)
+        self.mid_block = UNetLevel([self.resblock(ch, ch), self.resblock(ch, ch)], [self.transformer(ch)], None)
 
-        # Decoder, deepest level first: each ResBlock eats one skip, concatenated to its input.
-        self.up_blocks = nn.ModuleList()
-        for level in reversed(range(len(channels))):
-            resnets, attentions = [], []
-            for _ in range(cfg.num_res_blocks + 1):
-                resnets.append(resblock(ch + skip_channels.pop(), channels[level]))
-                ch = channels[level]
-                if level in cfg.attention_levels:
-                    attentions.append(transformer(ch))
-            self.up_blocks.append(Level(resnets, attentions, Upsample(ch) if level > 0 else None))
+    def resblock(self, cin: int, cout: int) -> ResBlock:
+        cfg = self.cfg
+        return ResBlock(cin, cout, 4 * cfg.base_channels, cfg.norm_groups, cfg.dropout, cfg.resblock_scale_shift)
 
-        self.conv_norm_out = nn.GroupNorm(cfg.norm_groups, ch, eps=1e-5)
-        self.act = nn.SiLU()
-        self.conv_out = nn.Conv2d(ch, cfg.out_channels, kernel_size=3, padding=1)
+    def transformer(self, ch: int) -> SpatialTransformer:
+        cfg = self.cfg
+        num_heads, head_dim = cfg.heads(ch)
+        return SpatialTransformer(ch, num_heads, head_dim, cfg.context_dim, cfg.transformer_depth, cfg.norm_groups, cfg.use_sdpa)
 
     def run(self, block: nn.Module, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """block(h, cond), recomputed in backward instead of stored when gradient checkpointing."""
@@ -179,19 +171,8 @@ class UNet(nn.Module):
             return checkpoint(block, h, cond, use_reentrant=False)
         return block(h, cond)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        context: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-        x_concat: torch.Tensor | None = None,
-        pooled: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: (B, in_channels, H, W), t: (B,) int or float steps, context: (B, L, context_dim),
-        class_labels: (B,) long in 0..num_classes, x_concat: (B, extra_in_channels, H, W),
-        pooled: (B, pooled_dim) -> eps prediction (B, out_channels, H, W)."""
-        t = self.check_inputs(x, t, context, class_labels, x_concat, pooled)
+    def embed(self, x, t, class_labels, x_concat, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's input (B, in + extra (+ 2), H, W) and the embedding emb (B, 4 C_0) every ResBlock reads."""
         if x_concat is not None:
             x = torch.cat([x, x_concat], dim=1)  # (B, in + extra, H, W)
         if self.cfg.coordinate_channels:
@@ -205,8 +186,12 @@ class UNet(nn.Module):
         if self.pooled_embedding is not None:
             # the whole caption enters every ResBlock like the time: emb = MLP(t) + W p (SDXL)
             emb = emb + self.pooled_embedding(pooled).to(emb.dtype)
+        return x, emb
 
-        h = self.conv_in(x)
+    def encode(
+        self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """conv_in's output (B, C_0, H, W) down through the levels and the middle -> (deepest h, skips)."""
         skips = [h]
         for level in self.down_blocks:
             for i, resnet in enumerate(level.resnets):
@@ -221,17 +206,8 @@ class UNet(nn.Module):
         h = self.run(self.mid_block.resnets[0], h, emb)
         h = self.run(self.mid_block.attentions[0], h, context)
         h = self.run(self.mid_block.resnets[1], h, emb)
+        return h, skips
 
-        for level in self.up_blocks:
-            for i, resnet in enumerate(level.resnets):
-                h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
-                h = self.run(resnet, h, emb)
-                if len(level.attentions) > 0:
-                    h = self.run(level.attentions[i], h, context)
-            if level.resample is not None:
-                h = level.resample(h)  # (B, C, 2H, 2W)
-
-        return self.conv_out(self.act(self.conv_norm_out(h)))
 
     def check_inputs(self, x, t, context, class_labels, x_concat, pooled=None) -> torch.Tensor:
         """Raise a ValueError naming the mismatch; return t as a (B,) tensor."""
@@ -280,6 +256,74 @@ class UNet(nn.Module):
             got = None if pooled is None else tuple(pooled.shape)
             raise ValueError(f"pooled must have shape ({B}, {cfg.pooled_dim}), got {got}")
         return t
+
+
+class UNet(UNetEncoder):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__(cfg)
+        channels = cfg.level_channels
+        ch = channels[-1]
+        skip_channels = list(self.skip_channels)
+        # Decoder, deepest level first: each ResBlock eats one skip, concatenated to its input.
+        self.up_blocks = nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            resnets, attentions = [], []
+            for _ in range(cfg.num_res_blocks + 1):
+                resnets.append(self.resblock(ch + skip_channels.pop(), channels[level]))
+                ch = channels[level]
+                if level in cfg.attention_levels:
+                    attentions.append(self.transformer(ch))
+            self.up_blocks.append(UNetLevel(resnets, attentions, Upsample(ch) if level > 0 else None))
+
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_groups, ch, eps=1e-5)
+        self.act = nn.SiLU()
+        self.conv_out = nn.Conv2d(ch, cfg.out_channels, kernel_size=3, padding=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        x_concat: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+        down_residuals: list[torch.Tensor] | None = None,
+        mid_residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, in_channels, H, W), t: (B,) int or float steps, context: (B, L, context_dim),
+        class_labels: (B,) long in 0..num_classes, x_concat: (B, extra_in_channels, H, W),
+        pooled: (B, pooled_dim) -> eps prediction (B, out_channels, H, W).
+
+        down_residuals (one per skip, shaped like it) and mid_residual (like the middle's output)
+        are added to the skips and to the middle's output: a ControlNet's control (nn/controlnet.py)."""
+        t = self.check_inputs(x, t, context, class_labels, x_concat, pooled)
+        x, emb = self.embed(x, t, class_labels, x_concat, pooled)
+        h, skips = self.encode(self.conv_in(x), emb, context)
+        if down_residuals is not None:
+            self.check_residuals(skips, down_residuals)
+            skips = [skip + residual for skip, residual in zip(skips, down_residuals)]
+        if mid_residual is not None:
+            if mid_residual.shape != h.shape:
+                raise ValueError(f"mid_residual must have shape {tuple(h.shape)}, got {tuple(mid_residual.shape)}")
+            h = h + mid_residual
+
+        for level in self.up_blocks:
+            for i, resnet in enumerate(level.resnets):
+                h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
+                h = self.run(resnet, h, emb)
+                if len(level.attentions) > 0:
+                    h = self.run(level.attentions[i], h, context)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, C, 2H, 2W)
+
+        return self.conv_out(self.act(self.conv_norm_out(h)))
+
+    @staticmethod
+    def check_residuals(skips: list[torch.Tensor], residuals: list[torch.Tensor]) -> None:
+        expected = [tuple(skip.shape) for skip in skips]
+        got = [tuple(residual.shape) for residual in residuals]
+        if got != expected:
+            raise ValueError(f"down_residuals must have one tensor per skip, shaped {expected}, got {got}")
 
     def cross_attentions(self) -> dict[str, nn.Module]:
         """The second attention of every TransformerBlock (cross-attention when there is a context), by name."""

@@ -20,6 +20,10 @@ encoder of Stable Diffusion 1.x, does); otherwise it takes the first position ho
 `eos_token_id`. `TextEncoderConfig.eos_token_id` picks the same way: None means argmax, an id
 means its first occurrence.
 
+Optional projection (`projection_dim`): CLIP maps the pooled vector into the joint text-image
+space, text_embeds = pooled W_proj (no bias; transformers' `CLIPTextModelWithProjection`, the
+second text encoder of SDXL). `project(pooled)` applies it; forward returns (hidden, pooled) either way.
+
 activation: "quick_gelu" x * sigmoid(1.702 x) in OpenAI's CLIP (and SD 1.x); "gelu" in OpenCLIP's
 ViT-H/14 (SD 2.x).
 """
@@ -40,10 +44,12 @@ class TextEncoderConfig:
     width: int = 512
     num_layers: int = 12
     num_heads: int = 8
-    mlp_ratio: float = 4.0  # hidden width of the MLP = mlp_ratio * width
+    mlp_ratio: float = 4.0  # hidden width of the MLP = mlp_ratio * width, unless mlp_width is set
+    mlp_width: int | None = None  # the exact hidden width of the MLP (a converted model's intermediate_size)
     activation: str = "quick_gelu"  # "quick_gelu" or "gelu"
     eos_token_id: int | None = None  # None: pool at argmax(ids); an id: at its first occurrence
     layer_norm_eps: float = 1e-5
+    projection_dim: int | None = None  # width of text_embeds = pooled W_proj; None: no projection
     use_sdpa: bool = False  # PyTorch's fused attention (same function, see nn/attention.py)
 
 
@@ -74,7 +80,8 @@ class TextTransformerBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.attn = MultiHeadAttention(cfg.width, cfg.num_heads, qkv_bias=True, use_sdpa=cfg.use_sdpa)
         self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.mlp = TextMLP(cfg.width, int(cfg.mlp_ratio * cfg.width), cfg.activation)
+        hidden = cfg.mlp_width if cfg.mlp_width is not None else int(cfg.mlp_ratio * cfg.width)
+        self.mlp = TextMLP(cfg.width, hidden, cfg.activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask=mask)
@@ -93,16 +100,26 @@ class TextEncoder(nn.Module):
         self.position_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.blocks = nn.ModuleList([TextTransformerBlock(cfg) for _ in range(cfg.num_layers)])
         self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.text_projection = None if cfg.projection_dim is None else nn.Linear(cfg.width, cfg.projection_dim, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """CLIP's initialisation: N(0, 0.02) tokens, N(0, 0.01) positions, N(0, 0.02) linears."""
+        """CLIP's initialisation: N(0, 0.02) tokens, N(0, 0.01) positions, N(0, 0.02) linears,
+        N(0, 1/width) projection."""
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
         for block in self.blocks:
             for linear in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.out_proj, block.mlp.fc1, block.mlp.fc2):
                 nn.init.normal_(linear.weight, std=0.02)
                 nn.init.zeros_(linear.bias)
+        if self.text_projection is not None:
+            nn.init.normal_(self.text_projection.weight, std=self.cfg.width**-0.5)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled (B, width) -> text_embeds (B, projection_dim) = pooled W_proj."""
+        if self.text_projection is None:
+            raise ValueError("this TextEncoder has projection_dim=None: it has no text projection to apply")
+        return self.text_projection(pooled)
 
     def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Position of the end token in each row (B,): argmax of the ids, or first eos_token_id."""
