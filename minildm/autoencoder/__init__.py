@@ -1,7 +1,7 @@
 """The perceptual autoencoder, LDM's first stage (sec. 3.1): images <-> latents f times smaller.
 
 config.py          AutoencoderConfig (channels, levels -> f, latent channels c, codebook)
-blocks.py          ResnetBlock, Downsample, Upsample, middle attention
+blocks.py          ResnetBlock, middle attention (Downsample / Upsample: nn/resample.py)
 encoder_decoder.py Encoder E and Decoder D
 distribution.py    DiagonalGaussian q(z|x): sample, mode, KL to N(0, I)
 kl.py              AutoencoderKL

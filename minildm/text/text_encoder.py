@@ -28,6 +28,7 @@ activation: "quick_gelu" x * sigmoid(1.702 x) in OpenAI's CLIP (and SD 1.x); "ge
 ViT-H/14 (SD 2.x).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,17 @@ class TextEncoderConfig:
     layer_norm_eps: float = 1e-5
     projection_dim: int | None = None  # width of text_embeds = pooled W_proj; None: no projection
     use_sdpa: bool = False  # PyTorch's fused attention (same function, see nn/attention.py)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "width", "num_layers", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width % self.num_heads:
+            raise ValueError(f"width must be divisible by num_heads, got {self.width} and {self.num_heads}")
+        if self.activation not in ("quick_gelu", "gelu"):
+            raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
+        if not (math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0):
+            raise ValueError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio}")
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
