@@ -35,14 +35,9 @@ def make_sampler(ldm: LatentDiffusion, name: str = "ddim", num_inference_steps: 
     the step that was trained on pure noise: "trailing" (Lin et al. 2023, sec. 3.3)."""
     spacing = "trailing" if ldm.schedule.config.zero_terminal_snr else "leading"
     if name == "ddim":
-        return DDIMSampler(
-            ldm.schedule, num_inference_steps, eta=eta, prediction_type=ldm.prediction_type, timestep_spacing=spacing
-        )
+        return DDIMSampler(ldm.schedule, num_inference_steps, ldm.prediction_type, spacing, eta=eta)
     if name == "ddpm":
-        return DDPMSampler(
-            ldm.schedule, prediction_type=ldm.prediction_type, num_inference_steps=num_inference_steps,
-            timestep_spacing=spacing,
-        )  # fmt: skip
+        return DDPMSampler(ldm.schedule, num_inference_steps, ldm.prediction_type, spacing)
     raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")
 
 
