@@ -117,3 +117,39 @@ class Sampler:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat, eps_hat) from the model's output at x_t, clipped if clip_sample."""
         return predict_x0_eps(self.prediction_type, model_output, x_t, alpha_bar, self.clip_sample)
+
+
+class EvaluationPlan:
+    """For samplers that evaluate the network more than once per interval or keep a history:
+    which interval i (grid step i -> i+1) and stage each entry of `timesteps` belongs to, and
+    where in that list the next step is. A step at t that is not the next entry starts a new
+    run at the first evaluation of the interval that begins at t (img2img's truncated grid)."""
+
+    def __init__(self, interval_timesteps: torch.Tensor, evaluations_per_interval: list[int]):
+        self.interval_timesteps = interval_timesteps  # (n,)
+        self.entries = [(i, stage) for i, count in enumerate(evaluations_per_interval) for stage in range(count)]
+        # stage 0 evaluates at the start of its interval, stage 1 at its end
+        self.timesteps = torch.stack([interval_timesteps[i + stage] for i, stage in self.entries])
+        self.next = 0
+
+    def locate(self, t: float | torch.Tensor) -> tuple[int, bool]:
+        """(position of the step at t in `timesteps`, whether it starts a new run)."""
+        t = float(t)
+        if self.next < len(self.timesteps) and float(self.timesteps[self.next]) == t:
+            return self.next, False
+        for position, (i, stage) in enumerate(self.entries):
+            if stage == 0 and float(self.timesteps[position]) == t:
+                return position, True
+        raise ValueError(f"t must be one of the sampler's timesteps {self.interval_timesteps.tolist()}, got {t}")
+
+    def next_timestep(self, i: int) -> float:
+        """The timestep at the end of interval i, -1 after the last (x_0)."""
+        return float(self.interval_timesteps[i + 1]) if i + 1 < len(self.interval_timesteps) else -1.0
+
+    def for_strength(self, strength: float) -> torch.Tensor:
+        """The evaluations of the last int(n * strength) intervals."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must lie in [0, 1], got {strength}")
+        n = len(self.interval_timesteps)
+        first_kept = n - int(n * strength)
+        return self.timesteps[[position for position, (i, _) in enumerate(self.entries) if i >= first_kept]]
