@@ -22,8 +22,10 @@ x_0, a transfer to x_1 with it, e_1 at that point, and the transfer again from x
 e_1) / 2. So n steps take n + 1 evaluations; `timesteps` lists them (t_1 twice).
 
 Differences from diffusers on purpose: the next timestep is the next point of the grid (diffusers
-steps to t - T // n, as its DDIM does, the same for leading spacing; see ddim.py), and x0 and v
-outputs are read as eps at x_t (diffusers accepts eps and v). On a zero-terminal-SNR grid that
+steps to t - T // n, as its DDIM does, the same for leading spacing; see ddim.py), and an x0 or
+v output is read as the eps it implies at its own (x_t, t) before it enters the combination
+(diffusers combines raw v outputs of earlier steps and converts the result at the current x_t,
+tests/test_ode_parity.py). On a zero-terminal-SNR grid that
 starts at alpha_bar = 0, x0(e') is undefined for any combined e', so PLMS refuses it.
 """
 
