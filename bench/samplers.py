@@ -22,7 +22,12 @@ import torch
 from minildm.datasets.shapes import ShapesConfig, ShapesDataset
 from minildm.demo import canonical_prompts
 from minildm.ldm import load_ldm
-from minildm.metrics import ClassifierTrainConfig, caption_match_accuracy, frechet_with_floor, load_or_train_shapes_classifier
+from minildm.metrics import (
+    ClassifierTrainConfig,
+    caption_match_accuracy,
+    frechet_with_floor,
+    load_or_train_shapes_classifier,
+)
 from minildm.pipelines import SAMPLERS, make_sampler, text_to_image
 from minildm.pipelines.sampling import SIGMA_SAMPLERS
 

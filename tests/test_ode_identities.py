@@ -2,6 +2,7 @@
 identities between samplers in float64, and the measured order of Euler, Heun and DPM-Solver++
 on a Gaussian data distribution, whose denoiser and ODE solution are known in closed form."""
 
+import itertools
 import math
 
 import pytest
@@ -146,7 +147,7 @@ def ode_error(sampler_class, n):
 )
 def test_global_error_falls_with_the_order_of_the_solver(sampler_class, order):
     errors = [ode_error(sampler_class, n) for n in (10, 20, 40, 80)]
-    ratios = [coarse / fine for coarse, fine in zip(errors, errors[1:])]
+    ratios = [coarse / fine for coarse, fine in itertools.pairwise(errors)]
     measured_orders = [math.log2(ratio) for ratio in ratios]
     # Euler: the error halves when the steps double (order 1); Heun and DPM-Solver++(2M): a quarter
     assert all(abs(measured - order) < 0.15 for measured in measured_orders[1:]), measured_orders

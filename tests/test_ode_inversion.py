@@ -1,15 +1,15 @@
 """DDIM inversion (minildm/diffusion/inversion.py): data -> noise -> data with the eta = 0 ODE."""
 
+import itertools
 import math
 
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler
+from test_diffusion_parity import float64_diffusers
 
 from minildm.diffusion import DDIMSampler, NoiseSchedule, ScheduleConfig
 from minildm.diffusion.inversion import ddim_inversion
-
-from test_diffusion_parity import float64_diffusers
 
 SCHEDULE = NoiseSchedule(ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
 M, S = 0.5, 0.3  # data x_0 ~ N(M, S^2)
@@ -46,7 +46,7 @@ def test_reconstruction_error_falls_as_the_steps_grow(prediction_type):
     for n in (5, 10, 25, 50, 100):
         x_T, reconstruction = reconstruct(x0, n, prediction_type)
         errors.append((reconstruction - x0).abs().max().item())
-    assert all(coarse > fine for coarse, fine in zip(errors, errors[1:])), errors
+    assert all(coarse > fine for coarse, fine in itertools.pairwise(errors)), errors
     assert errors[-1] < 0.1 * errors[0]
     # the inverted noise is (close to) standard normal, as the ODE maps N(M, S^2) to it
     assert abs(x_T.mean().item()) < 0.15 and abs(x_T.std().item() - 1) < 0.15

@@ -25,8 +25,8 @@ Where minildm differs on purpose (each shown by a test below):
 
 import contextlib
 import importlib
-import inspect
 import importlib.util
+import inspect
 import sys
 import types
 

@@ -92,7 +92,7 @@ class Sampler:
                 "alpha_bar = 0 (x0_hat would be NaN): use prediction_type 'v' or 'x0', or timestep_spacing 'leading'"
             )
 
-    def alpha_bar(self, t: int | float | torch.Tensor) -> float:
+    def alpha_bar(self, t: float | torch.Tensor) -> float:
         """alpha_bar_t, and 1 for t = -1 (x_0 itself)."""
         t = int(t)
         return 1.0 if t < 0 else self.schedule.alphas_cumprod[t].item()

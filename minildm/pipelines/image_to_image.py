@@ -16,6 +16,7 @@ high strength lets the model change more: the realism-faithfulness trade-off of 
 
 import torch
 
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
 from minildm.pipelines.sampling import conditions, guided_model_output, initial_noise
 
@@ -23,7 +24,7 @@ from minildm.pipelines.sampling import conditions, guided_model_output, initial_
 @torch.no_grad()
 def image_to_image(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     strength: float,
     prompts: list[str] | None = None,

@@ -22,6 +22,7 @@
 
 import torch
 
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion, LDMBatch
 from minildm.pipelines.masks import MaskConfig, check_mask, latent_mask, random_masks
 from minildm.pipelines.sampling import conditions, guided_model_output, initial_noise
@@ -98,7 +99,7 @@ class InpaintingBatches:
         device = generator.device
         index = torch.randint(0, self.images.shape[0], (batch_size,), generator=generator, device=device).cpu()
 
-        def pick(values):
+        def pick(values: torch.Tensor | None) -> torch.Tensor | None:
             return None if values is None else values[index].to(device)
 
         images = pick(self.images)
@@ -110,7 +111,7 @@ class InpaintingBatches:
 @torch.no_grad()
 def inpaint(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     mask: torch.Tensor,
     prompts: list[str] | None = None,
@@ -137,7 +138,7 @@ def inpaint(
 @torch.no_grad()
 def inpaint_training_free(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     mask: torch.Tensor,
     prompts: list[str] | None = None,

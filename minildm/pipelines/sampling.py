@@ -79,7 +79,7 @@ def check_guidance_scale(guidance_scale: float) -> None:
         )
 
 
-def batch_size_of(prompts, class_labels, num_images: int | None) -> int:
+def batch_size_of(prompts: list[str] | None, class_labels: torch.Tensor | None, num_images: int | None) -> int:
     """B from whichever of prompts, class_labels, num_images is given (they must agree)."""
     sizes = {len(value) for value in (prompts, class_labels) if value is not None}
     if num_images is not None:
@@ -127,7 +127,7 @@ def conditions(
 def guided_model_output(
     ldm: LatentDiffusion,
     z_t: torch.Tensor,
-    t: int | float | torch.Tensor,
+    t: float | torch.Tensor,
     cond: Condition,
     uncond: Condition | None,
     guidance_scale: float,
