@@ -67,3 +67,19 @@ def test_inversion_matches_diffusers_ddim_inverse_scheduler(steps_offset):
         x = theirs.step(model(x, t), t, x).prev_sample
     ours = ddim_inversion(model, SCHEDULE, x0, 20, steps_offset=steps_offset)
     torch.testing.assert_close(ours, x, rtol=0, atol=1e-10)
+
+
+def test_a_v_output_is_read_at_the_timestep_the_network_was_given():
+    # minildm: v at (x, t_i) means eps_hat = sqrt(1 - alpha_bar_{t_i}) x + sqrt(alpha_bar_{t_i}) v, which is
+    # the eps network the v network stands for; diffusers reads it with the current noise level
+    x0 = M + S * torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours = ddim_inversion(gaussian_model("v"), SCHEDULE, x0, 20, "v")
+    torch.testing.assert_close(ours, ddim_inversion(gaussian_model("eps"), SCHEDULE, x0, 20), rtol=0, atol=1e-10)
+    theirs = float64_diffusers(
+        DDIMInverseScheduler, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    )
+    theirs.set_timesteps(20)
+    x = x0
+    for t in theirs.timesteps:
+        x = theirs.step(gaussian_model("v")(x, t), t, x).prev_sample
+    assert not torch.allclose(ours, x, rtol=0, atol=1e-3)

@@ -253,3 +253,37 @@ def test_euler_heun_dpm_solver_pp_match_k_diffusion(name, prediction_type, karra
         expected = sample(model, to_sigma_view(z, sigmas[0].item()), sigmas, disable=True)
     torch.testing.assert_close(ours.sigmas, sigmas, **TOLERANCE)
     torch.testing.assert_close(run_ours(ours, z), expected, **TOLERANCE)
+
+
+def test_diffusers_pndm_steps_off_its_own_linspace_grid():
+    # as its DDIM (test_diffusion_parity.py): from 999 diffusers' 10-step linspace PLMS lands on
+    # the noise level of t = 899, while its next step is at 888; minildm steps to 888
+    theirs = diffusers_scheduler(PNDMScheduler, "eps", skip_prk_steps=True, timestep_spacing="linspace", set_alpha_to_one=True)
+    with float64_everywhere():
+        theirs.set_timesteps(10)
+    assert theirs.timesteps[:2].tolist() == [999, 888]
+    x0, eps = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    x_t = SCHEDULE.q_sample(x0, torch.tensor([999, 999]), eps)
+    with float64_everywhere():
+        stepped = theirs.step(eps, 999, x_t).prev_sample
+    torch.testing.assert_close(stepped, SCHEDULE.q_sample(x0, torch.tensor([899, 899]), eps), **TOLERANCE)
+    ours = PLMSSampler(SCHEDULE, 10, "eps", "linspace").step(eps, 999, x_t)
+    torch.testing.assert_close(ours, SCHEDULE.q_sample(x0, torch.tensor([888, 888]), eps), **TOLERANCE)
+
+
+def test_zero_terminal_snr_starts_at_sigma_inf_where_diffusers_uses_alpha_bar_2_to_the_minus_24():
+    zero_snr = NoiseSchedule(ScheduleConfig(**SD, zero_terminal_snr=True))
+    z = start()
+    # the exact limit: minildm's Euler from sigma = inf is DDIM from t = T-1, at every step
+    euler, ddim = EulerSampler(zero_snr, 10, "v", "trailing"), DDIMSampler(zero_snr, 10, "v", "trailing")
+    assert euler.sigmas[0].item() == float("inf")
+    sampled = run_ours(euler, z)
+    torch.testing.assert_close(sampled, run_ours(ddim, z), **TOLERANCE)
+    # Heun takes an Euler step out of sigma = inf: 2n - 2 evaluations
+    assert len(HeunSampler(zero_snr, 10, "v", "trailing").timesteps) == 18
+    # diffusers' sigma_max = sqrt((1 - 2^-24) / 2^-24) ~ 4096 lands close to, not on, the limit
+    theirs = diffusers_scheduler(EulerDiscreteScheduler, "v", timestep_spacing="trailing", rescale_betas_zero_snr=True)
+    theirs, _, expected = run_diffusers(theirs, 10, z)
+    assert theirs.sigmas[0].item() == pytest.approx(4096, rel=1e-6)
+    difference = (sampled - expected).abs().max().item()
+    assert 1e-9 < difference < 1e-3
