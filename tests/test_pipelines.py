@@ -192,6 +192,22 @@ def test_intermediate_strength_noises_to_the_first_kept_step(text_ldm):
     assert torch.equal(latents, expected)
 
 
+def test_a_two_stage_sampler_with_karras_sigmas_starts_img2img_at_the_first_kept_step(text_ldm):
+    # Heun's kept evaluations begin with the first stage of step n - 3, at Karras sigma_{n-3}
+    sampler = make_sampler(text_ldm, "heun", 5, karras=True)
+    x = images()
+    latents = image_to_image(text_ldm, sampler, x, 0.6, PROMPTS, generator=seeded(6), return_latents=True)
+    kept = sampler.timesteps_for_strength(0.6)
+    assert kept.tolist() == sampler.timesteps[4:].tolist() and len(kept) == 5
+    generator = seeded(6)
+    noise = torch.randn((2, *text_ldm.latent_shape()), generator=generator)
+    # x_t = (x_0 + sigma eps) / sqrt(1 + sigma^2)
+    sigma = sampler.sigmas[2].item()
+    z_start = (text_ldm.encode_images(x) + sigma * noise) / (1 + sigma**2) ** 0.5
+    expected = conditional_loop(text_ldm, sampler, text_ldm.encode_condition(PROMPTS), z_start, kept, generator)
+    torch.testing.assert_close(latents, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("strength", [-0.1, 1.5])
 def test_strength_outside_zero_one_is_refused(text_ldm, strength):
     with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
