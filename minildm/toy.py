@@ -7,7 +7,8 @@ appendix B use a U-Net; for 2-D points an MLP is enough). Training is DDPM Algor
     x_0 ~ data,  t ~ Uniform{0..T-1},  eps ~ N(0, I)
     minimize || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2   (eq. 14)
 
-Notebooks 01 and 02 train it with `train_toy_ddpm` and sample it with the DDPM and DDIM samplers.
+Notebooks 01 and 02 train it with `train_toy_ddpm` and sample it with the DDPM and DDIM samplers;
+`sample_toy` runs any sampler of minildm.diffusion (the ODE samplers pass real-valued t).
 """
 
 import math
@@ -18,13 +19,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from minildm.diffusion.loss import diffusion_loss
+from minildm.diffusion.sampler import Sampler
 from minildm.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from minildm.nn.embeddings import timestep_embedding
 
 TOY_DATASETS = ("moons", "eight_gaussians")
 
 
-def make_toy_points(num_points, dataset="moons", generator=None):
+def make_toy_points(num_points: int, dataset: str = "moons", generator: torch.Generator | None = None) -> torch.Tensor:
     """(num_points, 2) float32 points, scaled to roughly unit variance per coordinate."""
     if dataset == "moons":
         # two interleaved half circles with a little noise (as sklearn's make_moons)
@@ -60,7 +62,7 @@ class ToyConfig:
 class ToyEpsModel(nn.Module):
     """eps_theta(x_t, t): an MLP on the concatenation [x_t (2), timestep_embedding(t) (E)]."""
 
-    def __init__(self, config):
+    def __init__(self, config: "ToyConfig"):
         super().__init__()
         self.time_embed_dim = config.time_embed_dim
         layers = [nn.Linear(2 + config.time_embed_dim, config.hidden_dim), nn.SiLU()]
@@ -69,7 +71,7 @@ class ToyEpsModel(nn.Module):
         layers.append(nn.Linear(config.hidden_dim, 2))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x_t, t):
+    def forward(self, x_t: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """x_t (B, 2), t (B,) -> the prediction (B, 2)."""
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])  # (B,) also for a scalar t
         return self.net(torch.cat([x_t, timestep_embedding(t, self.time_embed_dim)], dim=1))
@@ -81,10 +83,10 @@ class ToyDDPM:
     model: ToyEpsModel
     schedule: NoiseSchedule
     data: torch.Tensor  # (N, 2) the training points
-    losses: list
+    losses: list[float]
 
 
-def train_toy_ddpm(config=None, progress=True):
+def train_toy_ddpm(config: ToyConfig | None = None, progress: bool = True) -> "ToyDDPM":
     """Train a ToyEpsModel with DDPM Algorithm 1 (Adam, cosine learning-rate decay)."""
     config = config if config is not None else ToyConfig()
     generator = torch.Generator().manual_seed(config.seed)
@@ -111,7 +113,13 @@ def train_toy_ddpm(config=None, progress=True):
 
 
 @torch.no_grad()
-def sample_toy(model, sampler, x_T, generator=None, return_trajectory=False):
+def sample_toy(
+    model: nn.Module,
+    sampler: Sampler,
+    x_T: torch.Tensor,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Run `sampler` from x_T (B, 2) down to x_0; optionally also return [x_t at each timestep]."""
     x_t = x_T
     trajectory = [x_t]
@@ -121,7 +129,7 @@ def sample_toy(model, sampler, x_T, generator=None, return_trajectory=False):
     return (x_t, trajectory) if return_trajectory else x_t
 
 
-def nearest_neighbour_distances(samples, data):
+def nearest_neighbour_distances(samples: torch.Tensor, data: torch.Tensor) -> tuple[float, float]:
     """How far samples (N, 2) lie from the data (M, 2) and the data from them, as two means of
     nearest-neighbour distances: (precision-like: off-manifold samples, coverage-like: missed modes)."""
     distances = torch.cdist(samples.double(), data.double())  # (N, M)

@@ -211,11 +211,9 @@ def test_ddpm_step_matches_diffusers(spacing, num_steps, prediction_type, varian
         timestep_spacing="leading" if num_steps is None else spacing,
     )
     if num_steps is None:
-        ours = DDPMSampler(NoiseSchedule(config), prediction_type, variance_type)
+        ours = DDPMSampler(NoiseSchedule(config), None, prediction_type, variance_type=variance_type)
     else:
-        ours = DDPMSampler(
-            NoiseSchedule(config), prediction_type, variance_type, num_inference_steps=num_steps, timestep_spacing=spacing
-        )
+        ours = DDPMSampler(NoiseSchedule(config), num_steps, prediction_type, spacing, variance_type=variance_type)
         theirs.set_timesteps(num_steps)
     assert torch.equal(ours.timesteps, theirs.timesteps)
     timesteps = ours.timesteps.tolist()
@@ -231,7 +229,7 @@ def test_ddpm_step_matches_diffusers(spacing, num_steps, prediction_type, varian
 
 def test_ddpm_clip_sample_matches_diffusers():
     config, diffusers_config = CONFIGS["cosine"]
-    ours = DDPMSampler(NoiseSchedule(config), "eps", clip_sample=True)
+    ours = DDPMSampler(NoiseSchedule(config), None, "eps", clip_sample=True)
     theirs = float64_diffusers(DDPMScheduler, **diffusers_config, clip_sample=True)
     for t in (999, 500, 10, 0):
         model_output, x_t = step_inputs(t)

@@ -12,6 +12,7 @@ from minildm.diffusion import ScheduleConfig, classifier_free_guidance
 from minildm.ldm import Condition, LatentDiffusion, LDMConfig
 from minildm.nn import UNetConfig
 from minildm.pipelines import (
+    SAMPLERS,
     class_to_image,
     guided_model_output,
     image_to_image,
@@ -78,7 +79,7 @@ def images(batch: int = 2) -> torch.Tensor:
 def conditional_loop(ldm, sampler, cond, z, timesteps, generator):
     """The reverse process with the conditional model alone, written out once more."""
     for t in timesteps:
-        t_batch = torch.full((z.shape[0],), int(t), dtype=torch.long)
+        t_batch = torch.full((z.shape[0],), float(t))
         z = sampler.step(ldm.predict(z, t_batch, cond).float(), t, z, generator=generator)
     return z
 
@@ -88,14 +89,18 @@ def conditional_loop(ldm, sampler, cond, z, timesteps, generator):
 
 def test_unknown_sampler_and_negative_guidance_are_refused(text_ldm):
     with pytest.raises(ValueError, match="sampler name must be one of"):
-        make_sampler(text_ldm, "euler", 4)
+        make_sampler(text_ldm, "lms", 4)
+    with pytest.raises(ValueError, match="eta applies only to the ddim sampler, got eta=1.0 for 'euler_a'"):
+        make_sampler(text_ldm, "euler_a", 4, eta=1.0)
+    with pytest.raises(ValueError, match="karras applies only to the samplers"):
+        make_sampler(text_ldm, "plms", 4, karras=True)
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
         text_to_image(text_ldm, make_sampler(text_ldm, "ddim", 2), PROMPTS, guidance_scale=-1.0)
     with pytest.raises(ValueError, match="one negative prompt per sample"):
         text_to_image(text_ldm, make_sampler(text_ldm, "ddim", 2), PROMPTS, negative_prompts=["blurry"])
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler_a"])
 def test_a_fixed_generator_reproduces_text_to_image_exactly(text_ldm, name):
     sampler = make_sampler(text_ldm, name, 4, eta=1.0 if name == "ddim" else 0.0)
     first = text_to_image(text_ldm, sampler, PROMPTS, guidance_scale=3.0, generator=seeded(7))
@@ -106,9 +111,9 @@ def test_a_fixed_generator_reproduces_text_to_image_exactly(text_ldm, name):
     assert not torch.allclose(first, other)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm"])
-def test_guidance_one_is_the_conditional_model(text_ldm, name):
-    sampler = make_sampler(text_ldm, name, 4)
+@pytest.mark.parametrize("name,karras", [(name, False) for name in SAMPLERS] + [("heun", True), ("dpmpp_2m", True)])
+def test_guidance_one_is_the_conditional_model(text_ldm, name, karras):
+    sampler = make_sampler(text_ldm, name, 4, karras=karras)
     latents = text_to_image(text_ldm, sampler, PROMPTS, guidance_scale=1.0, generator=seeded(3), return_latents=True)
     generator = seeded(3)
     z_T = torch.randn((2, *text_ldm.latent_shape()), generator=generator)
@@ -187,6 +192,22 @@ def test_intermediate_strength_noises_to_the_first_kept_step(text_ldm):
     assert torch.equal(latents, expected)
 
 
+def test_a_two_stage_sampler_with_karras_sigmas_starts_img2img_at_the_first_kept_step(text_ldm):
+    # Heun's kept evaluations begin with the first stage of step n - 3, at Karras sigma_{n-3}
+    sampler = make_sampler(text_ldm, "heun", 5, karras=True)
+    x = images()
+    latents = image_to_image(text_ldm, sampler, x, 0.6, PROMPTS, generator=seeded(6), return_latents=True)
+    kept = sampler.timesteps_for_strength(0.6)
+    assert kept.tolist() == sampler.timesteps[4:].tolist() and len(kept) == 5
+    generator = seeded(6)
+    noise = torch.randn((2, *text_ldm.latent_shape()), generator=generator)
+    # x_t = (x_0 + sigma eps) / sqrt(1 + sigma^2)
+    sigma = sampler.sigmas[2].item()
+    z_start = (text_ldm.encode_images(x) + sigma * noise) / (1 + sigma**2) ** 0.5
+    expected = conditional_loop(text_ldm, sampler, text_ldm.encode_condition(PROMPTS), z_start, kept, generator)
+    torch.testing.assert_close(latents, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("strength", [-0.1, 1.5])
 def test_strength_outside_zero_one_is_refused(text_ldm, strength):
     with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
@@ -198,7 +219,7 @@ def test_one_prompt_per_image_is_required(text_ldm):
         image_to_image(text_ldm, make_sampler(text_ldm, "ddim", 2), images(), 0.5, ["a red circle"])
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+@pytest.mark.parametrize("name", [name for name in SAMPLERS if name != "plms"])
 def test_a_zero_terminal_snr_model_samples_from_the_pure_noise_step(text_ldm, name):
     """Leading spacing (SD's) never visits t = T - 1; on a zero-terminal-SNR schedule the sampler
     starts there, where the model was trained on pure noise (Lin et al. 2023, sec. 3.3)."""
@@ -212,3 +233,5 @@ def test_a_zero_terminal_snr_model_samples_from_the_pure_noise_step(text_ldm, na
     assert sampler.timesteps[0] == T - 1 and float(zero_snr.schedule.snr(torch.tensor([T - 1]))) == 0.0
     images = text_to_image(zero_snr, sampler, PROMPTS, guidance_scale=2.0, generator=seeded())
     assert torch.isfinite(images).all()
+    with pytest.raises(ValueError, match=f"PLMS cannot start at t = {T - 1},"):
+        make_sampler(zero_snr, "plms", 4)

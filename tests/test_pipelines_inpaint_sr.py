@@ -8,6 +8,7 @@ from test_pipelines import PROMPTS, SIZE, images, seeded, tiny_ldm
 
 from minildm.ldm import LDMBatch
 from minildm.pipelines import (
+    SAMPLERS,
     InpaintingBatches,
     MaskConfig,
     SuperResolutionBatches,
@@ -93,10 +94,10 @@ def test_a_latent_cell_is_known_only_if_all_its_pixels_are():
 # ---- training-free inpainting --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm"])
-def test_training_free_inpainting_keeps_the_known_latent_exactly(text_ldm, name):
+@pytest.mark.parametrize("name,karras", [(name, False) for name in SAMPLERS] + [("dpmpp_2m", True)])
+def test_training_free_inpainting_keeps_the_known_latent_exactly(text_ldm, name, karras):
     x, mask = images(), hole()
-    sampler = make_sampler(text_ldm, name, 4)
+    sampler = make_sampler(text_ldm, name, 4, karras=karras)
     latents = inpaint_training_free(
         text_ldm, sampler, x, mask, PROMPTS, guidance_scale=2.0, generator=seeded(0), return_latents=True
     )

@@ -152,9 +152,9 @@ def test_timestep_grids_for_each_spacing():
 def test_ddpm_accepts_any_t_on_the_full_chain_and_only_grid_t_on_a_subset():
     x = torch.randn(1, 4)
     DDPMSampler(SMALL).step(x, 37, x)
-    with pytest.raises(ValueError, match=r"t must be one of the sampler's timesteps"):
+    with pytest.raises(ValueError, match=r"t must be one of the sampler's 10 timesteps \(90, 80, 70, 60, 50, 40, 30, 20, 10, 0\), got 37"):
         DDPMSampler(SMALL, num_inference_steps=10).step(x, 37, x)
-    with pytest.raises(ValueError, match=r"t must lie in \[0, 99\], got 100"):
+    with pytest.raises(ValueError, match=r"t must be one of the sampler's 100 timesteps \(99, 98, 97, \.\.\., 2, 1, 0\), got 100"):
         DDPMSampler(SMALL).step(x, 100, x)
 
 
@@ -186,3 +186,25 @@ def test_bad_sampler_input_raises_value_errors_that_say_what_was_expected():
         DDIMSampler(SCHEDULE, num_inference_steps=10, timestep_spacing="leading", steps_offset=100)
     with pytest.raises(ValueError, match="must have the same shape"):
         classifier_free_guidance(torch.zeros(2, 3), torch.zeros(3, 2), 7.5)
+
+
+def test_zero_terminal_snr_with_eps_prediction_starting_at_T_minus_1_is_refused():
+    # alpha_bar_{T-1} = 0: x0_hat = (x_t - eps) / 0 would make every later step NaN
+    zero_snr = NoiseSchedule(ScheduleConfig(num_timesteps=100, zero_terminal_snr=True))
+    for sampler_class in (DDIMSampler, DDPMSampler):
+        with pytest.raises(ValueError, match=r"eps-prediction cannot start at t = 99.*use prediction_type 'v' or 'x0'"):
+            sampler_class(zero_snr, 10, "eps", "trailing")
+        with pytest.raises(ValueError, match=r"eps-prediction cannot start at t = 99"):
+            sampler_class(zero_snr)  # all T steps start at T - 1 too
+    x = torch.randn(2, 3, dtype=torch.float64)
+    for sampler in (DDIMSampler(zero_snr, 10, "v", "trailing"), DDIMSampler(zero_snr, 10, "eps", "leading")):
+        for t in sampler.timesteps:
+            x = sampler.step(torch.tanh(x), t, x)
+        assert torch.isfinite(x).all()
+
+
+def test_every_sampler_shares_the_constructor_order_and_previous_timestep():
+    for sampler in (DDIMSampler(SMALL, 10, "v", "trailing", 0, True), DDPMSampler(SMALL, 10, "v", "trailing", 0, True)):
+        assert sampler.prediction_type == "v" and sampler.clip_sample
+        assert sampler.timesteps.tolist() == list(range(99, 0, -10))
+        assert [sampler.previous_timestep(t) for t in sampler.timesteps] == [*range(89, 0, -10), -1]

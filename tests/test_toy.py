@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minildm.diffusion import DDIMSampler
+from minildm.diffusion import DDIMSampler, DPMSolverPlusPlus2MSampler, HeunSampler
 from minildm.toy import (
     ToyConfig,
     make_toy_points,
@@ -36,7 +36,13 @@ def test_a_short_training_learns_the_noise_and_samples_near_the_data():
     toy = train_toy_ddpm(ToyConfig(train_steps=800, batch_size=256, num_points=2000, hidden_dim=64), progress=False)
     # an eps-model that outputs 0 has loss E[eps_i^2] = 1; learning brings it well below
     assert sum(toy.losses[-50:]) / 50 < 0.6 < sum(toy.losses[:5]) / 5
-    samples = sample_toy(toy.model, DDIMSampler(toy.schedule, 20, timestep_spacing="trailing"), torch.randn(500, 2))
     noise_distance, _ = nearest_neighbour_distances(torch.randn(500, 2), toy.data)
-    sample_distance, _ = nearest_neighbour_distances(samples, toy.data)
-    assert sample_distance < noise_distance / 2
+    # the ODE samplers evaluate the model at real-valued timesteps (Karras sigmas)
+    for sampler in (
+        DDIMSampler(toy.schedule, 20, timestep_spacing="trailing"),
+        HeunSampler(toy.schedule, 10, timestep_spacing="trailing", karras=True),
+        DPMSolverPlusPlus2MSampler(toy.schedule, 10, timestep_spacing="trailing", karras=True),
+    ):
+        samples = sample_toy(toy.model, sampler, torch.randn(500, 2, generator=torch.Generator().manual_seed(0)))
+        sample_distance, _ = nearest_neighbour_distances(samples, toy.data)
+        assert sample_distance < noise_distance / 2, type(sampler).__name__

@@ -25,54 +25,41 @@ grid (T=1000, n=10: 999 -> 899, but the next step is at 888), so minildm differs
 
 import torch
 
-from minildm.diffusion.schedule import check_prediction_type
-from minildm.diffusion.timesteps import (
-    inference_timesteps,
-    previous_timestep,
-    truncate_for_strength,
-)
+from minildm.diffusion.sampler import Sampler, draw_noise
+from minildm.diffusion.schedule import NoiseSchedule
 
 
-class DDIMSampler:
+class DDIMSampler(Sampler):
     """Loop over `.timesteps`, calling `x_t = sampler.step(model(x_t, t), t, x_t, generator)`."""
 
     def __init__(
         self,
-        schedule,
-        num_inference_steps=50,
-        eta=0.0,
-        prediction_type="eps",
-        timestep_spacing="leading",
-        steps_offset=0,
-        clip_sample=False,
-        final_alpha_bar_is_one=True,
+        schedule: NoiseSchedule,
+        num_inference_steps: int | None = None,
+        prediction_type: str = "eps",
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        clip_sample: bool = False,
+        eta: float = 0.0,
+        final_alpha_bar_is_one: bool = True,
     ):
-        check_prediction_type(prediction_type)
+        super().__init__(schedule, num_inference_steps, prediction_type, timestep_spacing, steps_offset, clip_sample)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM variance), got {eta}")
-        self.schedule = schedule
         self.eta = eta
-        self.prediction_type = prediction_type
-        self.clip_sample = clip_sample
-        self.timesteps = inference_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset)
         # alpha_bar after the last step
         self.final_alpha_bar = 1.0 if final_alpha_bar_is_one else schedule.alphas_cumprod[0].item()
 
-    def timesteps_for_strength(self, strength):
-        """The timesteps that img2img visits for `strength` in [0, 1] (1: all, 0: none)."""
-        return truncate_for_strength(self.timesteps, strength)
-
-    def step(self, model_output, t, x_t, generator=None):
+    def step(
+        self, model_output: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """x_{t_prev} from x_t (B, ...) and the model's prediction at (x_t, t), DDIM eq. 12."""
         t = int(t)
-        t_prev = previous_timestep(self.timesteps, t)
-        alpha_bar_t = self.schedule.alphas_cumprod[t].item()
-        alpha_bar_prev = self.schedule.alphas_cumprod[t_prev].item() if t_prev >= 0 else self.final_alpha_bar
-
-        t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
-        x0_hat, eps_hat = self.schedule.x0_and_eps_from_model_output(self.prediction_type, model_output, x_t, t_batch)
-        if self.clip_sample:
-            x0_hat = x0_hat.clamp(-1, 1)
+        t_prev = self.previous_timestep(t)
+        alpha_bar_t = self.alpha_bar(t)
+        alpha_bar_prev = self.alpha_bar(t_prev) if t_prev >= 0 else self.final_alpha_bar
+        x0_hat, eps_hat = self.predict_x0_eps(model_output, x_t, alpha_bar_t)
 
         # sigma^2 = eta^2 (1 - alpha_bar_prev) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_prev)   (eq. 16)
         sigma = self.eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)) ** 0.5
@@ -80,7 +67,5 @@ class DDIMSampler:
         # (for eta = 1 the square root's argument is >= 0 only up to rounding, hence the max)
         x_prev = alpha_bar_prev**0.5 * x0_hat + max(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps_hat
         if self.eta > 0:
-            device = generator.device if generator is not None else x_t.device
-            noise = torch.randn(x_t.shape, generator=generator, device=device, dtype=x_t.dtype).to(x_t.device)
-            x_prev = x_prev + sigma * noise
+            x_prev = x_prev + sigma * draw_noise(x_t, generator)
         return x_prev

@@ -24,74 +24,47 @@ Algorithm 2, since there is no later step to remove it.
 
 import torch
 
-from minildm.diffusion.schedule import check_prediction_type
-from minildm.diffusion.timesteps import (
-    inference_timesteps,
-    previous_timestep,
-    truncate_for_strength,
-)
+from minildm.diffusion.sampler import Sampler, draw_noise
+from minildm.diffusion.schedule import NoiseSchedule
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
-class DDPMSampler:
-    """Loop over `.timesteps`, calling `x_t = sampler.step(model(x_t, t), t, x_t, generator)`."""
+class DDPMSampler(Sampler):
+    """Loop over `.timesteps`, calling `x_t = sampler.step(model(x_t, t), t, x_t, generator)`.
+    num_inference_steps=None (the default) is the full chain T-1, ..., 0 of Algorithm 2."""
 
     def __init__(
         self,
-        schedule,
-        prediction_type="eps",
-        variance_type="fixed_small",
-        num_inference_steps=None,
-        clip_sample=False,
-        timestep_spacing="leading",
-        steps_offset=0,
+        schedule: NoiseSchedule,
+        num_inference_steps: int | None = None,
+        prediction_type: str = "eps",
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        clip_sample: bool = False,
+        variance_type: str = "fixed_small",
     ):
-        check_prediction_type(prediction_type)
+        super().__init__(schedule, num_inference_steps, prediction_type, timestep_spacing, steps_offset, clip_sample)
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
-        self.schedule = schedule
-        self.prediction_type = prediction_type
         self.variance_type = variance_type
-        self.clip_sample = clip_sample
-        if num_inference_steps is None:
-            # the full chain T-1, ..., 0; any t in [0, T) may be stepped
-            self.timesteps = torch.arange(schedule.num_timesteps - 1, -1, -1)
-        else:
-            self.timesteps = inference_timesteps(
-                schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset
-            )
-        self.full_chain = num_inference_steps is None
 
-    def timesteps_for_strength(self, strength):
-        """The timesteps that img2img visits for `strength` in [0, 1] (1: all, 0: none)."""
-        return truncate_for_strength(self.timesteps, strength)
-
-    def previous_timestep(self, t):
-        if self.full_chain:
-            if not 0 <= int(t) < self.schedule.num_timesteps:
-                raise ValueError(f"t must lie in [0, {self.schedule.num_timesteps - 1}], got {int(t)}")
-            return int(t) - 1
-        return previous_timestep(self.timesteps, t)
-
-    def step(self, model_output, t, x_t, generator=None):
+    def step(
+        self, model_output: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """x_{t_prev} ~ p(x_{t_prev} | x_t) for model_output, x_t of shape (B, ...)."""
         t = int(t)
         t_prev = self.previous_timestep(t)
-        alpha_bar_t = self.schedule.alphas_cumprod[t].item()
-        alpha_bar_prev = self.schedule.alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0
+        alpha_bar_t, alpha_bar_prev = self.alpha_bar(t), self.alpha_bar(t_prev)
         # beta = 1 - alpha_bar_t / alpha_bar_prev: the noise added between t_prev and t
         beta = 1 - alpha_bar_t / alpha_bar_prev
+        x0_hat, _ = self.predict_x0_eps(model_output, x_t, alpha_bar_t)
 
-        t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
-        x0_hat, _ = self.schedule.x0_and_eps_from_model_output(self.prediction_type, model_output, x_t, t_batch)
-        if self.clip_sample:
-            x0_hat = x0_hat.clamp(-1, 1)
-
-        # mu_tilde = sqrt(alpha_bar_prev) beta / (1 - alpha_bar_t) x_0 + sqrt(1 - beta) (1 - alpha_bar_prev) / (1 - alpha_bar_t) x_t
-        coef_x0 = alpha_bar_prev**0.5 * beta / (1 - alpha_bar_t)
-        coef_xt = (1 - beta) ** 0.5 * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
-        mean = coef_x0 * x0_hat + coef_xt * x_t
+        # mu_tilde = sqrt(alpha_bar_prev) beta / (1 - alpha_bar_t) x0_hat + sqrt(1 - beta) (1 - alpha_bar_prev) / (1 - alpha_bar_t) x_t
+        coef1 = alpha_bar_prev**0.5 * beta / (1 - alpha_bar_t)
+        coef2 = (1 - beta) ** 0.5 * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
+        mean = coef1 * x0_hat + coef2 * x_t
         if t_prev < 0:
             return mean
 
@@ -101,6 +74,4 @@ class DDPMSampler:
         else:
             # sigma^2 = beta, the upper bound of sec. 3.2
             variance = beta
-        device = generator.device if generator is not None else x_t.device
-        noise = torch.randn(x_t.shape, generator=generator, device=device, dtype=x_t.dtype).to(x_t.device)
-        return mean + variance**0.5 * noise
+        return mean + variance**0.5 * draw_noise(x_t, generator)

@@ -21,10 +21,10 @@ text but ignored position; the plain v loss (weight SNR + 1 >= 1) learned it.
 
 import torch
 
-from minildm.diffusion.schedule import check_prediction_type
+from minildm.diffusion.schedule import NoiseSchedule, check_prediction_type
 
 
-def min_snr_weight(snr, gamma, prediction_type):
+def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
     """The min-SNR-gamma weight (B,) for each sample's mean squared error."""
     check_prediction_type(prediction_type)
     if gamma <= 0:
@@ -37,7 +37,15 @@ def min_snr_weight(snr, gamma, prediction_type):
     return torch.clamp(snr, max=gamma) / (snr + 1)
 
 
-def diffusion_loss(schedule, model_output, x0, noise, t, prediction_type="eps", min_snr_gamma=None):
+def diffusion_loss(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    prediction_type: str = "eps",
+    min_snr_gamma: float | None = None,
+) -> torch.Tensor:
     """Mean squared error between model_output and the target for `prediction_type`.
 
     model_output, x0, noise: (B, ...); t: LongTensor (B,). Returns a scalar: the per-sample MSE

@@ -42,18 +42,18 @@ class ScheduleConfig:
     max_beta: float = 0.999  # cosine betas are clipped here (Nichol and Dhariwal sec. 3.2)
 
 
-def linear_betas(num_timesteps, beta_start, beta_end):
+def linear_betas(num_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
     """beta_t evenly spaced from beta_start to beta_end (DDPM sec. 4: 1e-4 to 0.02)."""
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
-def scaled_linear_betas(num_timesteps, beta_start, beta_end):
+def scaled_linear_betas(num_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
     """sqrt(beta_t) evenly spaced: the schedule of the LDM configs (CompVis calls it "linear")."""
     # beta_t = (sqrt(beta_start) + t / (T - 1) (sqrt(beta_end) - sqrt(beta_start)))^2
     return torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
 
 
-def cosine_betas(num_timesteps, offset=0.008, max_beta=0.999):
+def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Nichol and Dhariwal 2021, eq. 17: alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2)."""
     steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps  # (T + 1,)
     f = torch.cos((steps + offset) / (1 + offset) * math.pi / 2) ** 2
@@ -61,7 +61,7 @@ def cosine_betas(num_timesteps, offset=0.008, max_beta=0.999):
     return torch.clamp(1 - f[1:] / f[:-1], max=max_beta)
 
 
-def rescale_zero_terminal_snr(betas):
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2023, Algorithm 1: shift and scale sqrt(alpha_bar) so that its last value is 0
     (SNR(T-1) = 0, the model sees pure noise at the last step) and its first value is unchanged."""
     sqrt_alpha_bar = torch.cumprod(1 - betas, dim=0).sqrt()
@@ -74,7 +74,7 @@ def rescale_zero_terminal_snr(betas):
     return 1 - alphas
 
 
-def make_betas(config):
+def make_betas(config: ScheduleConfig) -> torch.Tensor:
     """The betas (T,) float64 that `config` describes."""
     if config.num_timesteps < 1:
         raise ValueError(f"num_timesteps must be a positive integer, got {config.num_timesteps}")
@@ -91,16 +91,17 @@ def make_betas(config):
     return betas
 
 
-def check_prediction_type(prediction_type):
+def check_prediction_type(prediction_type: str) -> None:
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {prediction_type!r}")
 
 
 class NoiseSchedule:
-    """betas, alphas, alpha_bar as float64 tensors (T,); every method takes t as a LongTensor (B,)
-    and broadcasts the per-timestep scalars over x of shape (B, ...). Results have x's dtype."""
+    """betas, alphas, alpha_bar and the coefficients of DDPM eq. 4, 6-7 as float64 tensors (T,),
+    each computed once here; every method takes t as a LongTensor (B,) and broadcasts the
+    per-timestep scalars over x of shape (B, ...). Results have x's dtype."""
 
-    def __init__(self, config=None):
+    def __init__(self, config: ScheduleConfig | None = None):
         self.config = config if config is not None else ScheduleConfig()
         betas = make_betas(self.config)
         if not bool(((betas > 0) & (betas <= 1)).all()):
@@ -115,17 +116,22 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         # alpha_bar_{t-1}, with alpha_bar_{-1} = 1 (no noise before the first step)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        # the scales of q(x_t | x_0) (eq. 4) and of its inverse x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1 - self.alphas_cumprod).sqrt()
+        self.sqrt_recip_alphas_cumprod = 1 / self.sqrt_alphas_cumprod  # inf where alpha_bar = 0 (zero terminal SNR)
         # beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (DDPM eq. 7)
         self.posterior_variance = (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod) * betas
         # beta_tilde_0 = 0, so log(beta_tilde_0) = -inf; the DDPM code uses beta_tilde_1 there instead
         self.posterior_log_variance_clipped = torch.log(
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
-        # mu_tilde_t = coef_x0 x_0 + coef_xt x_t (DDPM eq. 7)
-        self.posterior_mean_coef_x0 = self.alphas_cumprod_prev.sqrt() * betas / (1 - self.alphas_cumprod)
-        self.posterior_mean_coef_xt = self.alphas.sqrt() * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+        # mu_tilde_t = coef1 x_0 + coef2 x_t (DDPM eq. 7), with
+        # coef1 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), coef2 = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+        self.posterior_mean_coef1 = self.alphas_cumprod_prev.sqrt() * betas / (1 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = self.alphas.sqrt() * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
 
-    def _check_t(self, t):
+    def _check_t(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t)
         if t.dtype not in (torch.int64, torch.int32) or t.ndim != 1:
             raise ValueError(f"t must be an integer tensor of shape (B,), got dtype {t.dtype}, shape {tuple(t.shape)}")
@@ -135,72 +141,72 @@ class NoiseSchedule:
             )
         return t
 
-    def _gather(self, values, t, x):
+    def _gather(self, values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """values[t] (B,) reshaped to (B, 1, ..., 1) to broadcast over x (B, ...), in x's dtype."""
         t = self._check_t(t).to(values.device)
         return values[t].to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
-    def q_sample(self, x0, t, noise):
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample x_t ~ q(x_t | x_0) (DDPM eq. 4), reparameterized with the given noise."""
+        sqrt_alpha_bar = self._gather(self.sqrt_alphas_cumprod, t, x0)
+        sqrt_one_minus_alpha_bar = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0)
         # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
-        return self._gather(self.alphas_cumprod.sqrt(), t, x0) * x0 + self._gather(
-            (1 - self.alphas_cumprod).sqrt(), t, x0
-        ) * noise
+        return sqrt_alpha_bar * x0 + sqrt_one_minus_alpha_bar * noise
 
-    def q_posterior(self, x0, xt, t):
+    def q_posterior(
+        self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7)."""
-        # mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
-        #            + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
-        mean = self._gather(self.posterior_mean_coef_x0, t, x0) * x0 + self._gather(
-            self.posterior_mean_coef_xt, t, xt
-        ) * xt
+        coef1 = self._gather(self.posterior_mean_coef1, t, x0)
+        coef2 = self._gather(self.posterior_mean_coef2, t, xt)
+        # mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+        mean = coef1 * x0 + coef2 * xt
         variance = self._gather(self.posterior_variance, t, x0)
         log_variance_clipped = self._gather(self.posterior_log_variance_clipped, t, x0)
         return mean, variance, log_variance_clipped
 
-    def x0_from_eps(self, xt, t, eps):
+    def _scales(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each (B, 1, ..., 1) to broadcast over x."""
+        return self._gather(self.sqrt_alphas_cumprod, t, x), self._gather(self.sqrt_one_minus_alphas_cumprod, t, x)
+
+    def x0_from_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)      (DDPM eq. 4 solved for x_0)
-        return (xt - self._gather((1 - self.alphas_cumprod).sqrt(), t, xt) * eps) / self._gather(
-            self.alphas_cumprod.sqrt(), t, xt
-        )
+        return (xt - sqrt_one_minus_alpha_bar * eps) / sqrt_alpha_bar
 
-    def eps_from_x0(self, xt, t, x0):
+    def eps_from_x0(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)
-        return (xt - self._gather(self.alphas_cumprod.sqrt(), t, xt) * x0) / self._gather(
-            (1 - self.alphas_cumprod).sqrt(), t, xt
-        )
+        return (xt - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
 
-    def v_from_x0_eps(self, x0, eps, t):
+    def v_from_x0_eps(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, x0)
         # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0            (Salimans and Ho 2022, sec. 4)
-        return self._gather(self.alphas_cumprod.sqrt(), t, x0) * eps - self._gather(
-            (1 - self.alphas_cumprod).sqrt(), t, x0
-        ) * x0
+        return sqrt_alpha_bar * eps - sqrt_one_minus_alpha_bar * x0
 
-    def x0_from_v(self, xt, t, v):
+    def x0_from_v(self, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v
-        return self._gather(self.alphas_cumprod.sqrt(), t, xt) * xt - self._gather(
-            (1 - self.alphas_cumprod).sqrt(), t, xt
-        ) * v
+        return sqrt_alpha_bar * xt - sqrt_one_minus_alpha_bar * v
 
-    def eps_from_v(self, xt, t, v):
+    def eps_from_v(self, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v
-        return self._gather((1 - self.alphas_cumprod).sqrt(), t, xt) * xt + self._gather(
-            self.alphas_cumprod.sqrt(), t, xt
-        ) * v
+        return sqrt_one_minus_alpha_bar * xt + sqrt_alpha_bar * v
 
-    def v_from_xt_eps(self, xt, t, eps):
+    def v_from_xt_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # v = (eps - sqrt(1 - alpha_bar_t) x_t) / sqrt(alpha_bar_t)
-        return (eps - self._gather((1 - self.alphas_cumprod).sqrt(), t, xt) * xt) / self._gather(
-            self.alphas_cumprod.sqrt(), t, xt
-        )
+        return (eps - sqrt_one_minus_alpha_bar * xt) / sqrt_alpha_bar
 
-    def v_from_xt_x0(self, xt, t, x0):
+    def v_from_xt_x0(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        sqrt_alpha_bar, sqrt_one_minus_alpha_bar = self._scales(t, xt)
         # v = (sqrt(alpha_bar_t) x_t - x_0) / sqrt(1 - alpha_bar_t)
-        return (self._gather(self.alphas_cumprod.sqrt(), t, xt) * xt - x0) / self._gather(
-            (1 - self.alphas_cumprod).sqrt(), t, xt
-        )
+        return (sqrt_alpha_bar * xt - x0) / sqrt_one_minus_alpha_bar
 
-    def x0_and_eps_from_model_output(self, prediction_type, model_output, xt, t):
+    def x0_and_eps_from_model_output(
+        self, prediction_type: str, model_output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whatever the network predicts, the (x_0, eps) pair it implies at x_t."""
         check_prediction_type(prediction_type)
         if prediction_type == "eps":
@@ -209,7 +215,7 @@ class NoiseSchedule:
             return model_output, self.eps_from_x0(xt, t, model_output)
         return self.x0_from_v(xt, t, model_output), self.eps_from_v(xt, t, model_output)
 
-    def target(self, prediction_type, x0, eps, t):
+    def target(self, prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target for a network that predicts `prediction_type`."""
         check_prediction_type(prediction_type)
         if prediction_type == "eps":
@@ -218,7 +224,7 @@ class NoiseSchedule:
             return x0
         return self.v_from_x0_eps(x0, eps, t)
 
-    def snr(self, t):
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
         """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), float64 (B,)."""
         t = self._check_t(t).to(self.alphas_cumprod.device)
         alpha_bar = self.alphas_cumprod[t]

@@ -23,7 +23,9 @@ import torch
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
-def inference_timesteps(num_train_timesteps, num_inference_steps, timestep_spacing="leading", steps_offset=0):
+def inference_timesteps(
+    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: str = "leading", steps_offset: int = 0
+) -> torch.Tensor:
     """The timesteps (n,) int64, in descending order."""
     if not 1 <= num_inference_steps <= num_train_timesteps:
         raise ValueError(
@@ -48,17 +50,7 @@ def inference_timesteps(num_train_timesteps, num_inference_steps, timestep_spaci
     return torch.from_numpy(timesteps)
 
 
-def previous_timestep(timesteps, t):
-    """The timestep after t in the descending grid, or -1 after the last one (meaning: x_0)."""
-    t = int(t)
-    positions = (timesteps == t).nonzero()
-    if len(positions) == 0:
-        raise ValueError(f"t must be one of the sampler's timesteps {timesteps.tolist()}, got {t}")
-    index = int(positions[0, 0])
-    return int(timesteps[index + 1]) if index + 1 < len(timesteps) else -1
-
-
-def truncate_for_strength(timesteps, strength):
+def truncate_for_strength(timesteps: torch.Tensor, strength: float) -> torch.Tensor:
     """The last int(n * strength) timesteps: where img2img starts from a noised input."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must lie in [0, 1], got {strength}")

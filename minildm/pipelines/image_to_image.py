@@ -16,6 +16,7 @@ high strength lets the model change more: the realism-faithfulness trade-off of 
 
 import torch
 
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
 from minildm.pipelines.sampling import conditions, guided_model_output, initial_noise
 
@@ -23,7 +24,7 @@ from minildm.pipelines.sampling import conditions, guided_model_output, initial_
 @torch.no_grad()
 def image_to_image(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     strength: float,
     prompts: list[str] | None = None,
@@ -50,8 +51,9 @@ def image_to_image(
         z = initial_noise(z0.shape, generator, ldm.device)
     else:
         noise = initial_noise(z0.shape, generator, ldm.device)
+        alpha_bar = sampler.alpha_bar(timesteps[0])
         # z_{t_0} = sqrt(alpha_bar_{t_0}) z_0 + sqrt(1 - alpha_bar_{t_0}) eps
-        z = ldm.schedule.q_sample(z0, torch.full((B,), int(timesteps[0]), device=ldm.device), noise)
+        z = alpha_bar**0.5 * z0 + (1 - alpha_bar) ** 0.5 * noise
     for t in timesteps:
         model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale)
         z = sampler.step(model_output, t, z, generator=generator)

@@ -22,7 +22,7 @@
 
 import torch
 
-from minildm.diffusion.timesteps import previous_timestep
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion, LDMBatch
 from minildm.pipelines.masks import MaskConfig, check_mask, latent_mask, random_masks
 from minildm.pipelines.sampling import conditions, guided_model_output, initial_noise
@@ -99,7 +99,7 @@ class InpaintingBatches:
         device = generator.device
         index = torch.randint(0, self.images.shape[0], (batch_size,), generator=generator, device=device).cpu()
 
-        def pick(values):
+        def pick(values: torch.Tensor | None) -> torch.Tensor | None:
             return None if values is None else values[index].to(device)
 
         images = pick(self.images)
@@ -111,7 +111,7 @@ class InpaintingBatches:
 @torch.no_grad()
 def inpaint(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     mask: torch.Tensor,
     prompts: list[str] | None = None,
@@ -138,7 +138,7 @@ def inpaint(
 @torch.no_grad()
 def inpaint_training_free(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     images: torch.Tensor,
     mask: torch.Tensor,
     prompts: list[str] | None = None,
@@ -159,13 +159,15 @@ def inpaint_training_free(
     # z_T ~ N(0, I)
     z = initial_noise(z0_known.shape, generator, ldm.device)
     for t in sampler.timesteps:
+        # the noise level of the z that this step returns
+        t_prev = sampler.previous_timestep(t)
         model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale)
         z = sampler.step(model_output, t, z, generator=generator)
-        t_prev = previous_timestep(sampler.timesteps, t)
         if t_prev >= 0:
             noise = initial_noise(z.shape, generator, ldm.device)
+            alpha_bar_prev = sampler.alpha_bar(t_prev)
             # z_known = sqrt(alpha_bar_{t_prev}) z_0^known + sqrt(1 - alpha_bar_{t_prev}) eps
-            z_known = ldm.schedule.q_sample(z0_known, torch.full((B,), t_prev, device=ldm.device), noise)
+            z_known = alpha_bar_prev**0.5 * z0_known + (1 - alpha_bar_prev) ** 0.5 * noise
         else:
             z_known = z0_known
         # z_{t_prev} = (1 - m) * z_known + m * z_{t_prev}^model

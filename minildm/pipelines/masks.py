@@ -32,7 +32,7 @@ class MaskConfig:
     stroke_vertices: int = 4
     stroke_width: tuple[float, float] = (0.08, 0.2)  # as fractions of the image side
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         probs = (self.box_prob, self.strokes_prob, self.object_prob, self.full_prob)
         if min(probs) < 0 or sum(probs) <= 0:
             raise ValueError(f"mask kind probabilities must be >= 0 and not all 0, got {probs}")

@@ -21,29 +21,55 @@ prompt in the unconditional half, so guidance pushes away from what it describes
 
 import torch
 
-from minildm.diffusion import DDIMSampler, DDPMSampler, classifier_free_guidance
+from minildm.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverPlusPlus2MSampler,
+    EulerAncestralSampler,
+    EulerSampler,
+    HeunSampler,
+    PLMSSampler,
+    Sampler,
+    classifier_free_guidance,
+)
 from minildm.ldm import Condition, LatentDiffusion
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "plms", "euler", "euler_a", "heun", "dpmpp_2m")
+# the samplers of the sigma view (diffusion/sigmas.py), which can take Karras et al.'s noise levels
+SIGMA_SAMPLERS = {
+    "euler": EulerSampler,
+    "euler_a": EulerAncestralSampler,
+    "heun": HeunSampler,
+    "dpmpp_2m": DPMSolverPlusPlus2MSampler,
+}
 
 
-def make_sampler(ldm: LatentDiffusion, name: str = "ddim", num_inference_steps: int = 50, eta: float = 0.0):
-    """A DDIM or DDPM sampler over `num_inference_steps` of the model's schedule, for its prediction type.
+def make_sampler(
+    ldm: LatentDiffusion, name: str = "ddim", num_inference_steps: int = 50, eta: float = 0.0, karras: bool = False
+) -> Sampler:
+    """The sampler `name` (one of SAMPLERS) over `num_inference_steps` of the model's schedule, for
+    its prediction type.
 
-    eta only applies to DDIM (0: deterministic, 1: DDPM-like noise). Spacing is "leading" (Stable
-    Diffusion's), except on a zero-terminal-SNR schedule, where sampling must start at t = T - 1,
-    the step that was trained on pure noise: "trailing" (Lin et al. 2023, sec. 3.3)."""
+    eta only applies to DDIM (0: deterministic, 1: DDPM-like noise); karras (Karras et al. 2022,
+    eq. 5 noise levels) only to the sigma-view samplers euler, euler_a, heun and dpmpp_2m.
+    Spacing is "leading" (Stable Diffusion's), except on a zero-terminal-SNR schedule, where
+    sampling must start at t = T - 1, the step that was trained on pure noise: "trailing" (Lin et
+    al. 2023, sec. 3.3). Heun takes 2n - 1 network evaluations, PLMS n + 1, the others n."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")
+    if eta != 0.0 and name != "ddim":
+        raise ValueError(f"eta applies only to the ddim sampler, got eta={eta} for {name!r}")
+    if karras and name not in SIGMA_SAMPLERS:
+        raise ValueError(f"karras applies only to the samplers {tuple(SIGMA_SAMPLERS)}, got {name!r}")
     spacing = "trailing" if ldm.schedule.config.zero_terminal_snr else "leading"
+    common = (ldm.schedule, num_inference_steps, ldm.prediction_type, spacing)
     if name == "ddim":
-        return DDIMSampler(
-            ldm.schedule, num_inference_steps, eta=eta, prediction_type=ldm.prediction_type, timestep_spacing=spacing
-        )
+        return DDIMSampler(*common, eta=eta)
     if name == "ddpm":
-        return DDPMSampler(
-            ldm.schedule, prediction_type=ldm.prediction_type, num_inference_steps=num_inference_steps,
-            timestep_spacing=spacing,
-        )  # fmt: skip
-    raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")
+        return DDPMSampler(*common)
+    if name == "plms":
+        return PLMSSampler(*common)
+    return SIGMA_SAMPLERS[name](*common, karras=karras)
 
 
 def check_guidance_scale(guidance_scale: float) -> None:
@@ -53,7 +79,7 @@ def check_guidance_scale(guidance_scale: float) -> None:
         )
 
 
-def batch_size_of(prompts, class_labels, num_images: int | None) -> int:
+def batch_size_of(prompts: list[str] | None, class_labels: torch.Tensor | None, num_images: int | None) -> int:
     """B from whichever of prompts, class_labels, num_images is given (they must agree)."""
     sizes = {len(value) for value in (prompts, class_labels) if value is not None}
     if num_images is not None:
@@ -101,7 +127,7 @@ def conditions(
 def guided_model_output(
     ldm: LatentDiffusion,
     z_t: torch.Tensor,
-    t: int | torch.Tensor,
+    t: float | torch.Tensor,
     cond: Condition,
     uncond: Condition | None,
     guidance_scale: float,
@@ -109,7 +135,9 @@ def guided_model_output(
 ) -> torch.Tensor:
     """The U-Net's prediction at (z_t (B, c, h, w), t), guided when uncond is given."""
     B = z_t.shape[0]
-    t_batch = torch.full((B,), int(t), device=z_t.device, dtype=torch.long)
+    # the sigma-view samplers evaluate at real-valued timesteps (the U-Net embeds sin/cos of t)
+    t = float(t)
+    t_batch = torch.full((B,), t, device=z_t.device, dtype=torch.long if t.is_integer() else torch.float32)
     if uncond is None:
         return ldm.predict(z_t, t_batch, cond, x_concat).float()
     both = ldm.predict(

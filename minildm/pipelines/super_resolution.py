@@ -20,6 +20,7 @@ The training degradation is an area (box-filter) downsampling by k = 2 or 4.
 import torch
 import torch.nn.functional as F
 
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion, LDMBatch
 from minildm.pipelines.sampling import conditions, guided_model_output, initial_noise
 
@@ -90,7 +91,7 @@ class SuperResolutionBatches:
         device = generator.device
         index = torch.randint(0, self.latents.shape[0], (batch_size,), generator=generator, device=device).cpu()
 
-        def pick(values):
+        def pick(values: torch.Tensor | None) -> torch.Tensor | None:
             return None if values is None else values[index].to(device)
 
         z_lr = pick(self.low_res_latents)
@@ -102,7 +103,7 @@ class SuperResolutionBatches:
 @torch.no_grad()
 def super_resolve(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     low_res: torch.Tensor,
     factor: int,
     noise_level: float = 0.1,

@@ -13,6 +13,7 @@ for bit (on one machine and device).
 
 import torch
 
+from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
 from minildm.pipelines.sampling import (
     batch_size_of,
@@ -25,7 +26,7 @@ from minildm.pipelines.sampling import (
 @torch.no_grad()
 def text_to_image(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     prompts: list[str] | None = None,
     class_labels: torch.Tensor | None = None,
     negative_prompts: list[str] | None = None,
@@ -53,7 +54,7 @@ def text_to_image(
 @torch.no_grad()
 def class_to_image(
     ldm: LatentDiffusion,
-    sampler,
+    sampler: Sampler,
     class_labels: torch.Tensor,
     guidance_scale: float = 4.0,
     generator: torch.Generator | None = None,

@@ -1,0 +1,91 @@
+"""Flow matching / rectified flow (minildm/diffusion/flow.py)."""
+
+import math
+
+import pytest
+import torch
+
+from minildm.diffusion import DDIMSampler, NoiseSchedule, ScheduleConfig
+from minildm.diffusion.flow import (
+    TIME_SCALE,
+    FlowEulerSampler,
+    flow_euler_step,
+    flow_interpolate,
+    flow_matching_loss,
+    flow_time_of_sigma,
+    flow_velocity_target,
+    logit_normal_times,
+    shift_times,
+    velocity_from_model_output,
+)
+from minildm.diffusion.sigmas import schedule_sigmas
+
+SD = NoiseSchedule(ScheduleConfig(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+
+
+def network(x_t, t):
+    """A stand-in diffusion network: a fixed smooth function of (x_t, t)."""
+    return torch.tanh(x_t) * (1 + t / 1000) + 0.1 * math.sin(t / 100)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
+def test_a_diffusion_model_read_as_a_velocity_samples_what_ddim_samples(prediction_type, spacing):
+    ddim = DDIMSampler(SD, 10, prediction_type, spacing)
+    z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_t = z
+    for t in ddim.timesteps:
+        x_t = ddim.step(network(x_t, int(t)), t, x_t)
+
+    # the same grid as flow times t = sigma / (1 + sigma), ending at t = 0 (the data)
+    sigmas = schedule_sigmas(SD)[ddim.timesteps].tolist()
+    times = [flow_time_of_sigma(sigma) for sigma in sigmas] + [0.0]
+    alpha_bar = SD.alphas_cumprod[ddim.timesteps[0]].item()
+    # the flow point x = x_vp / (sqrt(alpha_bar) + sqrt(1 - alpha_bar))
+    x = z / (alpha_bar**0.5 + (1 - alpha_bar) ** 0.5)
+    for i, t in enumerate(ddim.timesteps.tolist()):
+        alpha_bar = SD.alphas_cumprod[t].item()
+        x_vp = (alpha_bar**0.5 + (1 - alpha_bar) ** 0.5) * x
+        velocity = velocity_from_model_output(prediction_type, network(x_vp, t), x_vp, alpha_bar)
+        x = flow_euler_step(x, velocity, times[i], times[i + 1])
+    torch.testing.assert_close(x, x_t, rtol=0, atol=1e-6)
+
+
+def test_the_path_its_velocity_and_the_loss():
+    x0, eps = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    x_t = flow_interpolate(x0, eps, t)
+    assert torch.equal(x_t[0], x0[0]) and torch.equal(x_t[3], eps[3])
+    # the velocity is the time derivative of the path
+    dt = 1e-6
+    derivative = (flow_interpolate(x0, eps, t + dt) - flow_interpolate(x0, eps, t - dt)) / (2 * dt)
+    torch.testing.assert_close(derivative, flow_velocity_target(x0, eps), rtol=0, atol=1e-8)
+    target = eps - x0
+    assert flow_matching_loss(target, x0, eps).item() == 0.0
+    assert flow_matching_loss(target + 1, x0, eps).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"model_output must have the target's shape \(4, 3\)"):
+        flow_matching_loss(target[:2], x0, eps)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_straight_paths_are_solved_exactly_by_euler(shift):
+    # for a data set of one point x0 the ideal velocity is (x_t - x0) / t, a straight line to x0
+    x0 = torch.randn(2, 5, dtype=torch.float64)
+    sampler = FlowEulerSampler(4, shift=shift)
+    assert sampler.timesteps[0] == TIME_SCALE and len(sampler.timesteps) == 4
+    x = torch.randn(2, 5, dtype=torch.float64)
+    for t in sampler.timesteps:
+        x = sampler.step((x - x0) / (t / TIME_SCALE), t, x)
+    torch.testing.assert_close(x, x0, rtol=0, atol=1e-12)
+    assert sampler.previous_timestep(sampler.timesteps[-1]) == -1
+
+
+def test_logit_normal_times_and_the_shift():
+    t = logit_normal_times(20000, torch.Generator().manual_seed(0), mean=0.5, std=0.8)
+    assert 0 < t.min() and t.max() < 1
+    logits = torch.log(t / (1 - t))
+    assert abs(logits.mean().item() - 0.5) < 0.03 and abs(logits.std().item() - 0.8) < 0.03
+    assert shift_times(torch.tensor(0.5), 3.0).item() == pytest.approx(0.75)
+    assert shift_times(torch.tensor([0.0, 1.0]), 3.0).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="shift must be positive"):
+        shift_times(torch.tensor(0.5), 0.0)
