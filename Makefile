@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# k-diffusion's samplers are a parity reference only; its own dependency list would pull wandb and an old numpy
+	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from minildm.autoencoder import load_autoencoder
 from minildm.checkpoint import CheckpointError
-from minildm.config import DERIVED, PRESETS, Config, ConfigError, preset, resolve, select_device
+from minildm.config import DERIVED, PRESETS, Config, ConfigError, check_sampler_fits, preset, resolve, select_device
 from minildm.datasets import DatasetCorruptError, DatasetUnavailableError
 from minildm.demo import run_demo
 from minildm.flags import add_tree_flags
@@ -127,7 +127,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if sample.steps > ldm.schedule.num_timesteps:
         raise UsageError(f"--steps must be at most the model's {ldm.schedule.num_timesteps} timesteps, got {sample.steps}")
     prompts = [p for p in args.prompt for _ in range(args.num)]  # (prompt 0 x num, prompt 1 x num, ...)
-    sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta)
+    sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
     generator = torch.Generator(device).manual_seed(config.seed)
     batches = [prompts[i : i + sample.batch_size] for i in range(0, len(prompts), sample.batch_size)]
     images = torch.cat([
@@ -143,6 +143,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     config = command_config(args)
+    check_sampler_fits(config)
     out = writable_folder(args.out)
     device = start(config)
     run_demo(config, out, device, autoencoder_path=args.autoencoder, overwrite=args.overwrite)
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=1, help="images per prompt (one row each)")
     sample.add_argument("--sampler", dest="sample.sampler", choices=SAMPLERS, default=argparse.SUPPRESS, help="= --sample.sampler")
     sample.add_argument("--guidance", dest="sample.guidance", type=float, default=argparse.SUPPRESS, help="= --sample.guidance")
+    sample.add_argument("--karras", dest="sample.karras", action="store_const", const=True, default=argparse.SUPPRESS,
+                        help="= --sample.karras=true")  # fmt: skip
 
     demo = add_command(commands, "demo", "train everything from scratch, sample held-out prompts, report", cmd_demo)
     demo.add_argument("--out", required=True, help="folder for checkpoints, pictures and report.md")

@@ -35,7 +35,7 @@ from minildm.diffusion import ScheduleConfig
 from minildm.flags import set_path, tree_from_dict
 from minildm.ldm import LDMConfig
 from minildm.nn import UNetConfig
-from minildm.pipelines.sampling import SAMPLERS
+from minildm.pipelines.sampling import SAMPLERS, SIGMA_SAMPLERS
 from minildm.text import TextEncoderConfig
 from minildm.train.trainer import TrainConfig
 
@@ -80,6 +80,7 @@ class SampleConfig:
     steps: int = 25  # sampler steps
     guidance: float = 4.0  # classifier-free guidance scale w (1: no guidance)
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 as much noise as DDPM
+    karras: bool = False  # Karras et al.'s noise levels (rho = 7), for euler, euler_a, heun and dpmpp_2m
     batch_size: int = 200  # images per forward pass
 
     def __post_init__(self):
@@ -89,6 +90,10 @@ class SampleConfig:
             raise ConfigError(f"sample steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         check_finite("sample.guidance", self.guidance, 0.0, 100.0)
         check_finite("sample.eta", self.eta, 0.0, 1.0)
+        if self.eta and self.sampler != "ddim":
+            raise ConfigError(f"sample.eta applies only to the ddim sampler, got sampler {self.sampler!r}")
+        if self.karras and self.sampler not in SIGMA_SAMPLERS:
+            raise ConfigError(f"sample.karras applies only to the samplers {', '.join(SIGMA_SAMPLERS)}, got {self.sampler!r}")
 
 
 @dataclass
@@ -232,3 +237,12 @@ def select_device(requested: str, cuda: bool | None = None, mps: bool | None = N
     if requested == "mps" and not mps:
         raise ConfigError("--device mps asked for, but torch sees no Apple GPU here: use --device cpu or auto")
     return requested
+
+
+def check_sampler_fits(config: Config) -> None:
+    """For commands that train and then sample: the sampler must fit the model's objective."""
+    if (config.ldm.objective == "flow") != (config.sample.sampler == "flow_euler"):
+        raise ConfigError(
+            f"a flow-matching LDM samples with --sample.sampler=flow_euler, a diffusion LDM with any other sampler; "
+            f"got objective {config.ldm.objective!r} and sampler {config.sample.sampler!r}"
+        )

@@ -39,7 +39,7 @@ def sample_prompts(ldm: LatentDiffusion, prompts: list[str], config: Config, dev
     """One image (N, 3, H, W) per prompt, with the sampler, steps and guidance of `config.sample`."""
     generator = torch.Generator(device).manual_seed(config.seed)
     sample = config.sample
-    sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta)
+    sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
     starts = tqdm(range(0, len(prompts), sample.batch_size), desc="sampling", disable=not show_progress(config.progress))
     images = [
         text_to_image(ldm, sampler, prompts[i : i + sample.batch_size], guidance_scale=sample.guidance, generator=generator).cpu()

@@ -35,6 +35,7 @@ from torch import nn
 
 from minildm.autoencoder import AutoencoderConfig, FirstStage, build_autoencoder
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
+from minildm.diffusion.flow import TIME_SCALE, flow_interpolate, flow_matching_loss, logit_normal_times
 from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
@@ -50,7 +51,8 @@ class LDMConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     conditioning: str = "text"  # "text" (cross-attention), "class" (label embedding) or "none"
     text_encoder: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)  # for "text"
-    prediction_type: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
+    prediction_type: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v" (objective "diffusion")
+    objective: str = "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -59,6 +61,8 @@ class LDMConfig:
     def __post_init__(self):
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.objective not in ("diffusion", "flow"):
+            raise ValueError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
         if self.prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
         if self.conditioning == "text":
@@ -81,7 +85,7 @@ class LDMConfig:
             raise ValueError(f"min_snr_gamma must be None or a finite number > 0, got {self.min_snr_gamma}")
         if self.tokenizer_merges < 0 or self.image_size < 1:
             raise ValueError(f"need tokenizer_merges >= 0 and image_size >= 1, got {self.tokenizer_merges}, {self.image_size}")
-        if self.schedule.zero_terminal_snr and self.prediction_type == "eps":
+        if self.objective == "diffusion" and self.schedule.zero_terminal_snr and self.prediction_type == "eps":
             raise ValueError(
                 "a zero-terminal-SNR schedule needs prediction_type 'v' or 'x0': at SNR = 0 an eps "
                 "prediction says nothing about x0 (Lin et al. 2023, sec. 3.2)"
@@ -233,11 +237,17 @@ class LatentDiffusion(nn.Module):
         z0 = batch.latents
         B = z0.shape[0]
         device = z0.device
-        # t ~ U{0, ..., T-1}, eps ~ N(0, I)
-        t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator, device=device)
-        noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
-        # z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
-        z_t = self.schedule.q_sample(z0, t, noise)
+        if self.config.objective == "flow":
+            # t ~ logit-normal on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
+            t_flow = logit_normal_times(B, generator, device=device)
+            noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+            z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE
+        else:
+            # t ~ U{0, ..., T-1}, eps ~ N(0, I)
+            t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator, device=device)
+            noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
+            # z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
+            z_t = self.schedule.q_sample(z0, t, noise)
         # drop the condition with probability p: the same network learns p(z) for CFG
         drop = torch.rand(B, generator=generator, device=device) < cond_drop_prob
         if self.config.conditioning == "text":
@@ -249,6 +259,8 @@ class LatentDiffusion(nn.Module):
         else:
             cond = Condition()
         model_output = self.predict(z_t, t, cond, x_concat=batch.concat)
+        if self.config.objective == "flow":
+            return flow_matching_loss(model_output.float(), z0, noise)  # || v_theta - (eps - z0) ||^2
         return diffusion_loss(
             self.schedule, model_output.float(), z0, noise, t, self.prediction_type, self.config.min_snr_gamma
         )

@@ -30,8 +30,9 @@ NOT_CONFIG = {"--help", "--out", "--checkpoint", "--prompt", "--num", "--autoenc
 OTHER_WORDS = {
     "device": ["cpu"], "sampler": ["ddpm"], "kind": ["vq"], "lr_schedule": ["cosine", "constant"], "pixel_loss": ["l1", "mse"],
     "gan_loss": ["non_saturating"], "lpips_net": ["vgg"], "beta_schedule": ["scaled_linear", "linear"],
-    "prediction_type": ["x0"], "activation": ["gelu"],
+    "prediction_type": ["x0"], "activation": ["gelu"], "objective": ["flow"],
 }  # fmt: skip
+COMPANIONS = {"sample.karras": ["--sample.sampler=euler"]}  # a setting that needs another to be valid
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,17 @@ def test_every_flag_in_help_changes_the_resolved_config(capsys, command):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
     dest_of = {option: action.dest for action in sub._actions for option in action.option_strings}
+    switches = {option: action.const for action in sub._actions for option in action.option_strings if action.nargs == 0}
     types = dict(leaf_fields(Config))
     base = command_config(parser.parse_args([command, *REQUIRED[command]]))
     assert len(flags) >= 4
     for flag in flags:
         path = dest_of[flag]
         current = get_path(base, path)
+        if flag in switches:  # a flag without a value, e.g. --karras
+            config = command_config(parser.parse_args([command, *REQUIRED[command], *COMPANIONS.get(path, []), flag]))
+            assert get_path(config, path) == switches[flag] != current, flag
+            continue
         field = path.split(".")[-1]
         options = OTHER_WORDS.get(field, []) if isinstance(current, str) else candidates(current, types[path])
         changed = False
@@ -101,7 +107,8 @@ def test_every_flag_in_help_changes_the_resolved_config(capsys, command):
             if value == current:
                 continue
             try:
-                config = command_config(parser.parse_args([command, *REQUIRED[command], f"{flag}={as_text(value)}"]))
+                argv = [command, *REQUIRED[command], *COMPANIONS.get(path, []), f"{flag}={as_text(value)}"]
+                config = command_config(parser.parse_args(argv))
             except ConfigError:
                 continue
             assert get_path(config, path) == value, (flag, value)
@@ -229,9 +236,9 @@ def test_prompt_longer_than_the_context(capsys, checkpoint, tmp_path):
 
 def test_unknown_sampler(capsys, checkpoint, tmp_path):
     code, _, err = run_cli(
-        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--sampler", "nope", "--out", str(tmp_path / "g.png")
+        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--sampler", "lms", "--out", str(tmp_path / "g.png")
     )
-    assert_one_line_error(code, err, "invalid choice: 'nope'", "ddim")
+    assert_one_line_error(code, err, "invalid choice: 'lms'", "ddim")
 
 
 def test_outputs_that_cannot_be_written(capsys, checkpoint, tmp_path):
@@ -275,3 +282,12 @@ def test_a_pickle_payload_never_runs_through_the_command_line(capsys, tmp_path):
             code, _, err = run_cli(capsys, *argv)
             assert_one_line_error(code, err, "refused")
             assert "weights_only" not in err and not marker.exists(), argv
+
+
+def test_sample_with_dpm_solver_and_karras_sigmas(capsys, checkpoint, tmp_path):
+    out = tmp_path / "grid.png"
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a red circle", "--sampler", "dpmpp_2m",
+                           "--karras", "--steps", "3", "--out", str(out))  # fmt: skip
+    assert code == 0 and out.is_file(), err
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--karras", "--out", str(out))
+    assert_one_line_error(code, err, "karras applies only to the samplers")

@@ -75,3 +75,13 @@ def test_the_demo_runs_on_a_vq_first_stage_and_refuses_to_overwrite_it(tmp_path,
     args = ["demo", "--quick", "--out", str(out), "--autoencoder", str(out / "autoencoder.pt"), "--overwrite", "--seed", "1"]
     assert main(args) == 0
     assert (out / "ldm.pt").read_bytes() != before
+
+
+def test_the_demo_trains_and_samples_a_flow_matching_ldm(tmp_path, capsys):
+    out = tmp_path / "flow"
+    assert main(["demo", "--quick", "--ldm.objective=flow", "--out", str(out)]) == 2
+    assert "--sample.sampler=flow_euler" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--ldm.objective=flow", "--sample.sampler=flow_euler", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["ldm"]["objective"] == "flow" and 0.0 <= report["accuracy"]["colour"] <= 1.0
+    assert load_ldm(out / "ldm.pt").config.objective == "flow"
