@@ -28,7 +28,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
+def median_seconds(
+    steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, float]:
     """Median wall time of each callable; the callables run interleaved, so that load from other
     processes on a shared machine hits all of them alike. Warm-up calls are not timed."""
     for step in steps.values():

@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--l1", action="store_true", help="LDM's L1 reconstruction loss instead of the squared error")
     parser.add_argument("--constant-lr", action="store_true", help="no warmup, no cosine decay (LDM)")
-    parser.add_argument("--disc-start-fraction", type=float, default=1.0, help="GAN terms on after this fraction of the steps (1: off)")
+    parser.add_argument(
+        "--disc-start-fraction", type=float, default=1.0, help="GAN terms on after this fraction of the steps (1: off)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--latent-channels", type=int, default=4)
@@ -51,22 +53,33 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train = ShapesDataset(ShapesConfig(size=32, num_samples=4000, seed=0, split="train")).images
-    heldout = ShapesDataset(ShapesConfig(size=32, num_samples=args.heldout, seed=1, split="heldout")).images.to(args.device)
+    heldout = ShapesDataset(ShapesConfig(size=32, num_samples=args.heldout, seed=1, split="heldout")).images.to(
+        args.device
+    )
     judge = load_or_train_shapes_classifier(32, device=args.device)
     preset = AutoencoderTrainConfig.fast_cpu(args.steps)
     train_cfg = dataclasses.replace(
-        preset, lr=args.lr, batch_size=args.batch_size, pixel_loss="l1" if args.l1 else preset.pixel_loss,
-        lr_schedule="constant" if args.constant_lr else preset.lr_schedule, warmup_steps=0 if args.constant_lr else preset.warmup_steps,
-        disc_start=int(args.steps * args.disc_start_fraction), perceptual_weight=1.0 if args.l1 else 0.0,
+        preset,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        pixel_loss="l1" if args.l1 else preset.pixel_loss,
+        lr_schedule="constant" if args.constant_lr else preset.lr_schedule,
+        warmup_steps=0 if args.constant_lr else preset.warmup_steps,
+        disc_start=int(args.steps * args.disc_start_fraction),
+        perceptual_weight=1.0 if args.l1 else 0.0,
     )
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f} at start, torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s)")
-    print(f"training: {args.steps} steps of batch {args.batch_size}, {train_cfg.pixel_loss} loss, lr {args.lr} "
-          f"({train_cfg.lr_schedule}, {train_cfg.warmup_steps} warmup steps), "
-          f"GAN {'off' if train_cfg.disc_start >= args.steps else f'from step {train_cfg.disc_start}'}, base_channels "
-          f"{args.base_channels}, c = {args.latent_channels}, 4000 training images; {args.heldout} held-out images; "
-          f"LPIPS term {'on where its backbone exists (see any warning above)' if train_cfg.perceptual_weight > 0 else 'off'}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at start, torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s)"
+    )
+    print(
+        f"training: {args.steps} steps of batch {args.batch_size}, {train_cfg.pixel_loss} loss, lr {args.lr} "
+        f"({train_cfg.lr_schedule}, {train_cfg.warmup_steps} warmup steps), "
+        f"GAN {'off' if train_cfg.disc_start >= args.steps else f'from step {train_cfg.disc_start}'}, base_channels "
+        f"{args.base_channels}, c = {args.latent_channels}, 4000 training images; {args.heldout} held-out images; "
+        f"LPIPS term {'on where its backbone exists (see any warning above)' if train_cfg.perceptual_weight > 0 else 'off'}"
+    )
     print("| f | kind | latent | PSNR (dB) | SSIM | rFD | train time (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for f, channel_mult in CHANNEL_MULT.items():
@@ -74,17 +87,27 @@ def main() -> None:
             if args.only is not None and args.only != f"f{f}-{kind}":
                 continue
             torch.manual_seed(0)
-            cfg = AutoencoderConfig(kind=kind, base_channels=args.base_channels, channel_mult=channel_mult, num_res_blocks=1,
-                                    latent_channels=args.latent_channels, attention_in_middle=False, norm_groups=8,
-                                    codebook_size=256)
+            cfg = AutoencoderConfig(
+                kind=kind,
+                base_channels=args.base_channels,
+                channel_mult=channel_mult,
+                num_res_blocks=1,
+                latent_channels=args.latent_channels,
+                attention_in_middle=False,
+                norm_groups=8,
+                codebook_size=256,
+            )
             start = time.perf_counter()
             model = build_autoencoder(cfg)
             train_autoencoder(model, train, train_cfg, device=args.device, progress=False)
             seconds = time.perf_counter() - start
             result = evaluate_reconstructions(model, heldout, judge)
             side = 32 // f
-            print(f"| {f} | {kind.upper()} | {side}x{side}x{args.latent_channels} | {result['psnr']:.2f} | "
-                  f"{result['ssim']:.3f} | {result['rfd']:.2f} | {seconds:.0f} |", flush=True)
+            print(
+                f"| {f} | {kind.upper()} | {side}x{side}x{args.latent_channels} | {result['psnr']:.2f} | "
+                f"{result['ssim']:.3f} | {result['rfd']:.2f} | {seconds:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ def main() -> None:
 
             rows[(name, threads)] = timed
     seconds = median_seconds(
-        {f"{n} {t}": s for (n, t), s in rows.items()}, repeats=args.steps, warmup=args.warmup, device=torch.device("cpu")
+        {f"{n} {t}": s for (n, t), s in rows.items()},
+        repeats=args.steps,
+        warmup=args.warmup,
+        device=torch.device("cpu"),
     )
     torch.set_num_threads(1)
     print("\n".join(machine_lines(torch.device("cpu"))))

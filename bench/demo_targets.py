@@ -25,7 +25,9 @@ def main() -> int:
     args = parser.parse_args()
     report_path = Path(args.out) / "report.json"
     if not (args.reuse and report_path.is_file()):
-        subprocess.run([sys.executable, "-m", "minildm", "demo", "--out", args.out, "--device", args.device], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "minildm", "demo", "--out", args.out, "--device", args.device], check=True
+        )
     report = json.loads(report_path.read_text())
     device = report["config"]["device"].split(":")[0]
     total = sum(report["seconds"].values())
@@ -37,7 +39,9 @@ def main() -> int:
         rows.append((f"{name} accuracy of real images through the autoencoder", f"{100 * value:.1f}%", "", None))
     for name, value in report.get("accuracy_seen_pairs", {}).items():
         rows.append((f"{name} accuracy for (shape, colour) pairs seen in training", f"{100 * value:.1f}%", "", None))
-    rows.append(("Frechet distance", f"{report['frechet_distance']:.2f}", f"floor {report['frechet_distance_floor']:.2f}", None))
+    rows.append(
+        ("Frechet distance", f"{report['frechet_distance']:.2f}", f"floor {report['frechet_distance_floor']:.2f}", None)
+    )
     print(f"| measure ({device}, {report['threads']} threads) | measured | target | met |")
     print("| --- | ---: | ---: | --- |")
     for name, value, target, met in rows:

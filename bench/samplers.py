@@ -60,7 +60,9 @@ def main():
     parser.add_argument("--num-eval", type=int, default=300, help="held-out prompts, one image each")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0, help="the demo's seed: held-out images use seed + 1")
-    parser.add_argument("--judge-steps", type=int, default=0, help="0: the standard judge; > 0: a quick one (smoke tests)")
+    parser.add_argument(
+        "--judge-steps", type=int, default=0, help="0: the standard judge; > 0: a quick one (smoke tests)"
+    )
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -75,7 +77,9 @@ def main():
     if ldm.config.conditioning != "text":
         raise SystemExit(f"{args.checkpoint} is {ldm.config.conditioning!r}-conditioned; this bench needs a text model")
     size = ldm.config.image_size
-    heldout = ShapesDataset(ShapesConfig(size=size, num_samples=2 * args.num_eval, seed=args.seed + 1, split="heldout", max_objects=1))
+    heldout = ShapesDataset(
+        ShapesConfig(size=size, num_samples=2 * args.num_eval, seed=args.seed + 1, split="heldout", max_objects=1)
+    )
     labels = heldout.labels[: args.num_eval]
     prompts = canonical_prompts(labels)
     judge_config = ClassifierTrainConfig(steps=args.judge_steps) if args.judge_steps else None

@@ -1,6 +1,6 @@
 """Time the generation of the built-in shapes dataset on one CPU thread.
 
-    .venv/bin/python bench/shapes_generation.py
+.venv/bin/python bench/shapes_generation.py
 """
 
 import time

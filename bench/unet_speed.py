@@ -34,8 +34,13 @@ from minildm.nn import UNet, UNetConfig
 
 # The reference configuration: 16x16x4 latents, cross-attention at the two lower levels.
 REFERENCE = {
-    "in_channels": 4, "base_channels": 64, "channel_mult": (1, 2, 4), "num_res_blocks": 2,
-    "attention_levels": (1, 2), "num_heads": 8, "context_dim": 256,
+    "in_channels": 4,
+    "base_channels": 64,
+    "channel_mult": (1, 2, 4),
+    "num_res_blocks": 2,
+    "attention_levels": (1, 2),
+    "num_heads": 8,
+    "context_dim": 256,
 }
 
 

@@ -227,8 +227,10 @@ def measure_space(space: Space, cfg: BenchConfig, data: ShapesDataset, device: t
 def spaces_table(results: dict[str, dict], cfg: BenchConfig, device: torch.device) -> list[str]:
     """The measured rows, and every latent space's ratios against pixel space computed from them."""
     lines = [
-        (f"{'space':<12} {'model input':>11} {'cached img/s':>13} {'on-the-fly img/s':>17} {'memory MiB':>11} "
-        f"{'sample s/img':>13}")
+        (
+            f"{'space':<12} {'model input':>11} {'cached img/s':>13} {'on-the-fly img/s':>17} {'memory MiB':>11} "
+            f"{'sample s/img':>13}"
+        )
     ]
     lines.append("-" * len(lines[0]))
     for name, r in results.items():
@@ -236,7 +238,9 @@ def spaces_table(results: dict[str, dict], cfg: BenchConfig, device: torch.devic
                      f"{r['memory'] / 2**20:>11.1f} {r['sample']:>13.3f}")  # fmt: skip
     pixel = results[SPACES[0].name]
     lines.append("")
-    lines.append(f"{'vs pixel':<12} {'train (cached)':>15} {'train (on the fly)':>19} {'less memory':>12} {'sampling':>9}")
+    lines.append(
+        f"{'vs pixel':<12} {'train (cached)':>15} {'train (on the fly)':>19} {'less memory':>12} {'sampling':>9}"
+    )
     for name, r in results.items():
         if name == SPACES[0].name:
             continue
@@ -263,7 +267,11 @@ def ratios_vs_pixel(latent: dict, pixel: dict) -> dict[str, float]:
 def target_lines(results: dict[str, dict], device: torch.device) -> list[str]:
     """The issue's GPU targets for f = 4 against pixel space, with the measured ratios."""
     ratios = ratios_vs_pixel(results[SPACES[1].name], results[SPACES[0].name])
-    checks = [("trains", ratios["train"], 3.0), ("samples", ratios["sample"], 3.5), ("less memory", ratios["memory"], 10.0)]
+    checks = [
+        ("trains", ratios["train"], 3.0),
+        ("samples", ratios["sample"], 3.5),
+        ("less memory", ratios["memory"], 10.0),
+    ]
     where = "GPU" if device.type == "cuda" else "CPU (the targets are for a GPU; GPU: not measured)"
     return [f"target f=4 {what} >= {goal}x: {value:.2f}x on {where} -> {'met' if value >= goal else 'not met'}"
             for what, value, goal in checks]  # fmt: skip
@@ -447,7 +455,9 @@ def main():
         for space in SPACES:
             ldm, quality[space.name] = quality_at_equal_time(space, cfg, results[space.name]["step_seconds"], data,
                                                              device, out_dir)  # fmt: skip
-            samples = sample(ldm, class_labels(eval_labels).to(device), cfg.quality_sample_steps, cfg.guidance, device).cpu()
+            samples = sample(
+                ldm, class_labels(eval_labels).to(device), cfg.quality_sample_steps, cfg.guidance, device
+            ).cpu()
             quality[space.name].update(judge_samples(judge, samples, eval_labels, evaluation.images[cfg.num_eval :]))
             save_image_grid(samples[:32], out_dir / f"samples_{space.name.replace(' ', '_').replace('=', '')}.png", nrow=8,
                             title=f"{space.name} after {quality[space.name]['train_seconds']:.0f} s")  # fmt: skip

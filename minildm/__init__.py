@@ -6,6 +6,7 @@ samplers and applications (sec. 4).
 """
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
+from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.diffusion import (
     DDIMSampler,
@@ -27,7 +28,6 @@ from minildm.pipelines import (
     text_to_image,
 )
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
     "AutoencoderConfig",

@@ -101,7 +101,9 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     folder = path.parent
     if path.is_dir():
-        raise CheckpointError(f"cannot write a checkpoint to {path}: it is a folder, give a file name such as {path / 'model.pt'}")
+        raise CheckpointError(
+            f"cannot write a checkpoint to {path}: it is a folder, give a file name such as {path / 'model.pt'}"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -120,7 +122,9 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
         if isinstance(err, OSError):  # disk full, quota, I/O error: the old checkpoint is untouched
-            raise CheckpointError(f"could not write {path} (the previous file, if any, is untouched): {error_summary(err)}") from err
+            raise CheckpointError(
+                f"could not write {path} (the previous file, if any, is untouched): {error_summary(err)}"
+            ) from err
         raise
     _fsync_folder(folder)
     return path

@@ -29,7 +29,7 @@ from minildm.datasets import DatasetCorruptError, DatasetUnavailableError
 from minildm.demo import run_demo
 from minildm.flags import add_tree_flags
 from minildm.ldm import load_ldm
-from minildm.pipelines.sampling import SAMPLERS, make_sampler
+from minildm.pipelines.sampling import FLOW_SAMPLERS, SAMPLERS, make_sampler
 from minildm.pipelines.text_to_image import text_to_image
 from minildm.train.distributed import init_distributed, shutdown
 from minildm.train.runs import RunError, last_step, show_progress, writable_folder
@@ -37,7 +37,12 @@ from minildm.train.stages import train_first_stage, train_text_ldm
 from minildm.viz import save_image_grid
 
 # the commands train text models only: these fields would ask for another kind of model
-NOT_OFFERED = ("ldm.conditioning", "ldm.unet.num_classes", "ldm.unet.extra_in_channels", "ldm.text_encoder.eos_token_id")
+NOT_OFFERED = (
+    "ldm.conditioning",
+    "ldm.unet.num_classes",
+    "ldm.unet.extra_in_channels",
+    "ldm.text_encoder.eos_token_id",
+)
 # the sections of the tree each command reads ("" is the top level: seed, device, threads, progress)
 SECTIONS = {
     "train-autoencoder": ("", "data", "autoencoder", "autoencoder_train"),
@@ -115,7 +120,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     device = start(config)
     ldm = load_ldm(args.checkpoint, device=device)
     if ldm.config.conditioning != "text":
-        raise UsageError(f"{args.checkpoint} is a {ldm.config.conditioning!r}-conditioned model; sample takes text models")
+        raise UsageError(
+            f"{args.checkpoint} is a {ldm.config.conditioning!r}-conditioned model; sample takes text models"
+        )
     for prompt in args.prompt:  # fail now, before sampling, on a prompt longer than the context
         length = len(ldm.tokenizer.encode(prompt)) + 2  # with the start and end tokens
         if length > ldm.context_length:
@@ -125,7 +132,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
             )
     sample = config.sample
     if sample.steps > ldm.schedule.num_timesteps:
-        raise UsageError(f"--steps must be at most the model's {ldm.schedule.num_timesteps} timesteps, got {sample.steps}")
+        raise UsageError(
+            f"--steps must be at most the model's {ldm.schedule.num_timesteps} timesteps, got {sample.steps}"
+        )
     prompts = [p for p in args.prompt for _ in range(args.num)]  # (prompt 0 x num, prompt 1 x num, ...)
     sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
     generator = torch.Generator(device).manual_seed(config.seed)
@@ -170,13 +179,17 @@ def add_command(commands, name: str, help_text: str, run) -> argparse.ArgumentPa
     parser.add_argument("--preset", choices=PRESETS, default="laptop", help="quick (seconds), laptop (default), gpu")
     paths = add_tree_flags(parser, Config, SECTIONS[name], hidden=DERIVED + NOT_OFFERED)
     stage = STEPS[name]
-    parser.add_argument("--steps", dest=f"{stage}.steps", type=int, default=argparse.SUPPRESS, help=f"= --{stage}.steps")
+    parser.add_argument(
+        "--steps", dest=f"{stage}.steps", type=int, default=argparse.SUPPRESS, help=f"= --{stage}.steps"
+    )
     paths.append(f"{stage}.steps")
     if name != "sample":
         parser.add_argument("--batch-size", dest=f"{stage}.batch_size", type=int, default=argparse.SUPPRESS,
                             help=f"= --{stage}.batch_size")  # fmt: skip
         parser.add_argument("--size", dest="data.size", type=int, default=argparse.SUPPRESS, help="= --data.size")
-        parser.add_argument("--overwrite", action="store_true", help="replace a trained model in --out instead of refusing")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace a trained model in --out instead of refusing"
+        )
     parser.set_defaults(tree_paths=set(paths) | {"data.size", f"{stage}.batch_size"})
     return parser
 
@@ -185,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m minildm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    ae = add_command(commands, "train-autoencoder", "train the first stage (KL or VQ) on the shapes dataset", cmd_train_autoencoder)
+    ae = add_command(
+        commands, "train-autoencoder", "train the first stage (KL or VQ) on the shapes dataset", cmd_train_autoencoder
+    )
     ae.add_argument("--out", required=True, help="folder for autoencoder.pt")
 
     ldm = add_command(commands, "train-ldm", "train a text-conditional latent diffusion model", cmd_train_ldm)
@@ -197,8 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
     sample.add_argument("--out", required=True, help="the grid, a .png file")
     sample.add_argument("--num", type=int, default=1, help="images per prompt (one row each)")
-    sample.add_argument("--sampler", dest="sample.sampler", choices=SAMPLERS, default=argparse.SUPPRESS, help="= --sample.sampler")
-    sample.add_argument("--guidance", dest="sample.guidance", type=float, default=argparse.SUPPRESS, help="= --sample.guidance")
+    sample.add_argument(
+        "--sampler",
+        dest="sample.sampler",
+        choices=SAMPLERS + FLOW_SAMPLERS,
+        default=argparse.SUPPRESS,
+        help="= --sample.sampler",
+    )
+    sample.add_argument(
+        "--guidance", dest="sample.guidance", type=float, default=argparse.SUPPRESS, help="= --sample.guidance"
+    )
     sample.add_argument("--karras", dest="sample.karras", action="store_const", const=True, default=argparse.SUPPRESS,
                         help="= --sample.karras=true")  # fmt: skip
 
@@ -227,4 +250,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted{saved}", file=sys.stderr)
         return 130
     return 0
-

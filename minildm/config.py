@@ -35,7 +35,7 @@ from minildm.diffusion import ScheduleConfig
 from minildm.flags import set_path, tree_from_dict
 from minildm.ldm import LDMConfig
 from minildm.nn import UNetConfig
-from minildm.pipelines.sampling import SAMPLERS, SIGMA_SAMPLERS
+from minildm.pipelines.sampling import FLOW_SAMPLERS, SAMPLERS, SIGMA_SAMPLERS
 from minildm.text import TextEncoderConfig
 from minildm.train.trainer import TrainConfig
 
@@ -59,7 +59,9 @@ class ConfigError(ValueError):
 def check_finite(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
     """Raise ConfigError unless `value` is a finite number within [low, high]."""
     if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-        bounds = f" in [{low}, {high}]" if low is not None and high is not None else f" >= {low}" if low is not None else ""
+        bounds = (
+            f" in [{low}, {high}]" if low is not None and high is not None else f" >= {low}" if low is not None else ""
+        )
         raise ConfigError(f"{name} must be a finite number{bounds}, got {value}")
 
 
@@ -84,8 +86,8 @@ class SampleConfig:
     batch_size: int = 200  # images per forward pass
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler not in SAMPLERS + FLOW_SAMPLERS:
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS + FLOW_SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"sample steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         check_finite("sample.guidance", self.guidance, 0.0, 100.0)
@@ -93,7 +95,9 @@ class SampleConfig:
         if self.eta and self.sampler != "ddim":
             raise ConfigError(f"sample.eta applies only to the ddim sampler, got sampler {self.sampler!r}")
         if self.karras and self.sampler not in SIGMA_SAMPLERS:
-            raise ConfigError(f"sample.karras applies only to the samplers {', '.join(SIGMA_SAMPLERS)}, got {self.sampler!r}")
+            raise ConfigError(
+                f"sample.karras applies only to the samplers {', '.join(SIGMA_SAMPLERS)}, got {self.sampler!r}"
+            )
 
 
 @dataclass
@@ -103,13 +107,20 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.num_prompts < 2 or self.judge_steps < 0:
-            raise ConfigError(f"eval.num_prompts must be >= 2 and judge_steps >= 0, got {self.num_prompts}, {self.judge_steps}")
+            raise ConfigError(
+                f"eval.num_prompts must be >= 2 and judge_steps >= 0, got {self.num_prompts}, {self.judge_steps}"
+            )
 
 
 def laptop_autoencoder() -> AutoencoderConfig:
     """f = 4: 32x32x3 -> 8x8x4, small enough for 2,000 CPU steps."""
     return AutoencoderConfig(
-        base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_channels=4, attention_in_middle=False, norm_groups=8
+        base_channels=16,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        latent_channels=4,
+        attention_in_middle=False,
+        norm_groups=8,
     )
 
 
@@ -142,7 +153,9 @@ class Config:
     autoencoder: AutoencoderConfig = field(default_factory=laptop_autoencoder)
     autoencoder_train: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig.fast_cpu)
     ldm: LDMConfig = field(default_factory=laptop_ldm)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1800, lr=2e-3, warmup_steps=100, ema_decay=0.995))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=1800, lr=2e-3, warmup_steps=100, ema_decay=0.995)
+    )
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -173,7 +186,9 @@ def preset(name: str) -> Config:
         return resolve(config, smaller)
     if name == "gpu":
         # the laptop models trained four times longer on twice the batch (one GPU)
-        config = Config(device="cuda", train=TrainConfig(steps=7200, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999))
+        config = Config(
+            device="cuda", train=TrainConfig(steps=7200, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999)
+        )
         return derive(dataclasses.replace(config, autoencoder_train=AutoencoderTrainConfig.fast_cpu(8000)))
     raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
 

@@ -32,7 +32,9 @@ from minildm.train.stages import StageTimer, load_shapes, train_first_stage, tra
 from minildm.viz import save_image_grid, save_loss_curves
 
 
-def run_demo(config: Config, out_dir: Path, device: str, autoencoder_path: str | None = None, overwrite: bool = False) -> dict:
+def run_demo(
+    config: Config, out_dir: Path, device: str, autoencoder_path: str | None = None, overwrite: bool = False
+) -> dict:
     """All stages; writes checkpoints, pictures, loss curves and report.md / report.json to out_dir."""
     timer = StageTimer()
     n = config.eval.num_prompts
@@ -70,7 +72,9 @@ def run_demo(config: Config, out_dir: Path, device: str, autoencoder_path: str |
     print(timer.table())
     print(accuracy_table(report["accuracy"], report["autoencoder_reconstruction_accuracy"]))
     print(composition_tables(report["accuracy"], report["accuracy_seen_pairs"], report["drawn_shapes_heldout"]))
-    print(f"Frechet distance {report['frechet_distance']:.2f} (real vs real floor {report['frechet_distance_floor']:.2f})")
+    print(
+        f"Frechet distance {report['frechet_distance']:.2f} (real vs real floor {report['frechet_distance_floor']:.2f})"
+    )
     return report
 
 
@@ -79,9 +83,9 @@ def report_markdown(report: dict, timer: StageTimer) -> str:
     data, train, sample = c["data"], c["train"], c["sample"]
     return f"""# minildm demo report
 
-Text-to-image latent diffusion trained from scratch on {data['num_train']} captioned {data['size']}x{data['size']}
-shapes ({train['steps']} LDM steps, batch {train['batch_size']}, device {report['device']}, {report['threads']} threads),
-sampled with {sample['sampler']} ({sample['steps']} steps, guidance {sample['guidance']}) for {c['eval']['num_prompts']}
+Text-to-image latent diffusion trained from scratch on {data["num_train"]} captioned {data["size"]}x{data["size"]}
+shapes ({train["steps"]} LDM steps, batch {train["batch_size"]}, device {report["device"]}, {report["threads"]} threads),
+sampled with {sample["sampler"]} ({sample["steps"]} steps, guidance {sample["guidance"]}) for {c["eval"]["num_prompts"]}
 prompts whose (shape, colour) pair never appears in training.
 
 ## Caption-match accuracy (attribute classifier on the generated images)
@@ -89,7 +93,7 @@ prompts whose (shape, colour) pair never appears in training.
 The last column is the judge on the autoencoder's reconstructions of the real held-out images:
 how much of each attribute survives the first stage (a guide, not a strict bound).
 
-{accuracy_table(report['accuracy'], report['autoencoder_reconstruction_accuracy'])}
+{accuracy_table(report["accuracy"], report["autoencoder_reconstruction_accuracy"])}
 
 ## Composition: held-out pairs against seen pairs
 
@@ -98,20 +102,20 @@ what the judge read on the samples for each held-out pair: a model that learnt t
 apart draws the shape it was asked for; one that learnt them together draws the shape it
 saw in that colour.
 
-{composition_tables(report['accuracy'], report['accuracy_seen_pairs'], report['drawn_shapes_heldout'])}
+{composition_tables(report["accuracy"], report["accuracy_seen_pairs"], report["drawn_shapes_heldout"])}
 
-## Frechet distance (classifier features, {c['eval']['num_prompts']} images)
+## Frechet distance (classifier features, {c["eval"]["num_prompts"]} images)
 
 | samples vs real held-out | real vs real (floor) |
 | ---: | ---: |
-| {report['frechet_distance']:.2f} | {report['frechet_distance_floor']:.2f} |
+| {report["frechet_distance"]:.2f} | {report["frechet_distance_floor"]:.2f} |
 
 ## Where the time went
 
 {timer.table()}
 
-Autoencoder reconstruction MSE on held-out images: {report['autoencoder_reconstruction_mse']:.4f}.
-Final LDM loss (mean of the last 100 steps): {report['final_loss']:.4f}.
+Autoencoder reconstruction MSE on held-out images: {report["autoencoder_reconstruction_mse"]:.4f}.
+Final LDM loss (mean of the last 100 steps): {report["final_loss"]:.4f}.
 
 Files: samples_heldout.png, real_heldout.png, loss_ldm.png, autoencoder.pt, ldm.pt
 (`python -m minildm sample --checkpoint ldm.pt --prompt "a large red circle at the top left" --out grid.png`).

@@ -40,16 +40,22 @@ def sample_prompts(ldm: LatentDiffusion, prompts: list[str], config: Config, dev
     generator = torch.Generator(device).manual_seed(config.seed)
     sample = config.sample
     sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
-    starts = tqdm(range(0, len(prompts), sample.batch_size), desc="sampling", disable=not show_progress(config.progress))
+    starts = tqdm(
+        range(0, len(prompts), sample.batch_size), desc="sampling", disable=not show_progress(config.progress)
+    )
     images = [
-        text_to_image(ldm, sampler, prompts[i : i + sample.batch_size], guidance_scale=sample.guidance, generator=generator).cpu()
+        text_to_image(
+            ldm, sampler, prompts[i : i + sample.batch_size], guidance_scale=sample.guidance, generator=generator
+        ).cpu()
         for i in starts
     ]
     return torch.cat(images)
 
 
 @torch.no_grad()
-def evaluate_text_ldm(ldm: LatentDiffusion, heldout: ShapesDataset, seen: ShapesDataset, config: Config, device: str) -> dict:
+def evaluate_text_ldm(
+    ldm: LatentDiffusion, heldout: ShapesDataset, seen: ShapesDataset, config: Config, device: str
+) -> dict:
     """The judge's numbers for `ldm` (see the module docstring). `heldout` holds 2 * num_prompts
     real held-out images (the first half gives the prompts, the two halves the Frechet floor)."""
     n = config.eval.num_prompts

@@ -36,7 +36,9 @@ def parse_value(text: str, annotation, name: str):
     try:
         value = annotation(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--{name} must be a{'n' if annotation is int else ''} {annotation.__name__}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--{name} must be a{'n' if annotation is int else ''} {annotation.__name__}, got {text!r}"
+        ) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"--{name} must be a finite number, got {text!r}")
     return value
@@ -61,7 +63,9 @@ def leaf_fields(config_class, prefix: str = "") -> list[tuple[str, object]]:
     return leaves
 
 
-def add_tree_flags(parser: argparse.ArgumentParser, config_class, sections: tuple[str, ...], hidden: tuple[str, ...]) -> list[str]:
+def add_tree_flags(
+    parser: argparse.ArgumentParser, config_class, sections: tuple[str, ...], hidden: tuple[str, ...]
+) -> list[str]:
     """Add --path for every leaf of `config_class` under `sections` ("" is the top level's plain
     fields) except the paths in `hidden`; returns the paths added."""
     paths = []
@@ -70,7 +74,9 @@ def add_tree_flags(parser: argparse.ArgumentParser, config_class, sections: tupl
         if section not in sections or path in hidden:
             continue
         group_name = f"{section or 'run'} options"
-        group = next((g for g in parser._action_groups if g.title == group_name), None) or parser.add_argument_group(group_name)
+        group = next((g for g in parser._action_groups if g.title == group_name), None) or parser.add_argument_group(
+            group_name
+        )
         group.add_argument(
             f"--{path}", dest=path, default=argparse.SUPPRESS,
             metavar=getattr(annotation, "__name__", str(annotation)).upper(),

@@ -34,12 +34,12 @@ import torch
 from torch import nn
 
 from minildm.autoencoder import AutoencoderConfig, FirstStage, build_autoencoder
+from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
 from minildm.diffusion.flow import TIME_SCALE, flow_interpolate, flow_matching_loss, logit_normal_times
 from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
-from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint
 from minildm.train.ema import EMA
 
 CONDITIONINGS = ("text", "class", "none")
@@ -52,7 +52,9 @@ class LDMConfig:
     conditioning: str = "text"  # "text" (cross-attention), "class" (label embedding) or "none"
     text_encoder: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)  # for "text"
     prediction_type: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v" (objective "diffusion")
-    objective: str = "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
+    objective: str = (
+        "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
+    )
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -80,11 +82,15 @@ class LDMConfig:
                     f"(the text encoder's width, or None), got {self.unet.pooled_dim}"
                 )
         elif self.unet.pooled_dim is not None or self.pooled_text:
-            raise ValueError(f"pooled_text and unet.pooled_dim are for text models, got conditioning={self.conditioning!r}")
+            raise ValueError(
+                f"pooled_text and unet.pooled_dim are for text models, got conditioning={self.conditioning!r}"
+            )
         if self.min_snr_gamma is not None and not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
             raise ValueError(f"min_snr_gamma must be None or a finite number > 0, got {self.min_snr_gamma}")
         if self.tokenizer_merges < 0 or self.image_size < 1:
-            raise ValueError(f"need tokenizer_merges >= 0 and image_size >= 1, got {self.tokenizer_merges}, {self.image_size}")
+            raise ValueError(
+                f"need tokenizer_merges >= 0 and image_size >= 1, got {self.tokenizer_merges}, {self.image_size}"
+            )
         if self.objective == "diffusion" and self.schedule.zero_terminal_snr and self.prediction_type == "eps":
             raise ValueError(
                 "a zero-terminal-SNR schedule needs prediction_type 'v' or 'x0': at SNR = 0 an eps "
@@ -194,9 +200,7 @@ class LatentDiffusion(nn.Module):
         hidden, pooled = self.text_encoder(tokens)  # (B, L, d), (B, d)
         return Condition(context=hidden, pooled=pooled if self.config.unet.pooled_dim is not None else None)
 
-    def encode_condition(
-        self, prompts: list[str] | None = None, class_labels: torch.Tensor | None = None
-    ) -> Condition:
+    def encode_condition(self, prompts: list[str] | None = None, class_labels: torch.Tensor | None = None) -> Condition:
         """Prompts (text models) or class labels (class models) -> what the U-Net reads."""
         if self.config.conditioning == "text":
             if prompts is None:

@@ -19,13 +19,13 @@ def qkv(B=2, nh=3, T=5, L=7, hs=4):
 
 def values_and_grads(q, k, v, mask, use_sdpa):
     out, _ = attention(q, k, v, mask, use_sdpa=use_sdpa)
-    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(), (q, k, v))
+    grads = torch.autograd.grad(
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum(), (q, k, v)
+    )
     return out, grads
 
 
-@pytest.mark.parametrize(
-    "mask_kind", ["none", "causal", "padding"], ids=["no-mask", "causal-mask", "key-padding-mask"]
-)
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "padding"], ids=["no-mask", "causal-mask", "key-padding-mask"])
 def test_written_out_equals_sdpa_values_and_gradients(mask_kind):
     L = 5 if mask_kind == "causal" else 7
     q, k, v = qkv(L=L)

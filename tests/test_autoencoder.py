@@ -117,9 +117,7 @@ def test_scale_factor_gives_unit_std_latents():
         latents = model.encode_latents(x, sample=True, generator=torch.Generator().manual_seed(0))
         assert latents.std().item() == pytest.approx(1.0, abs=1e-5)
         # decode_latents undoes the scaling
-        torch.testing.assert_close(
-            model.decode_latents(model.encode_latents(x)), model.decode(model.encode(x).mode())
-        )
+        torch.testing.assert_close(model.decode_latents(model.encode_latents(x)), model.decode(model.encode(x).mode()))
 
 
 def test_diffusers_autoencoder_kl_parity():
@@ -152,7 +150,14 @@ def test_diffusers_autoencoder_kl_parity():
 
 
 def test_converter_rejects_what_it_cannot_represent():
-    config = dict(DiffusersAutoencoderKL(block_out_channels=(8,), norm_num_groups=4, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).config)
+    config = dict(
+        DiffusersAutoencoderKL(
+            block_out_channels=(8,),
+            norm_num_groups=4,
+            down_block_types=("DownEncoderBlock2D",),
+            up_block_types=("UpDecoderBlock2D",),
+        ).config
+    )
     config["shift_factor"] = 0.1
     with pytest.raises(ValueError, match="shift_factor"):
         config_from_diffusers(config)

@@ -36,12 +36,22 @@ from minildm.autoencoder.losses import (
 )
 from minildm.train.lr import learning_rate
 
-TINY = AutoencoderConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16)
+TINY = AutoencoderConfig(
+    base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_channels=3, norm_groups=4, codebook_size=16
+)
 
 
 def tiny_train_config(**changes) -> AutoencoderTrainConfig:
-    settings = {"steps": 3, "batch_size": 4, "lr": 1e-3, "perceptual_weight": 0.0, "disc_start": 1, "disc_channels": 8,
-                "disc_layers": 2, "scale_factor_images": 8}
+    settings = {
+        "steps": 3,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "perceptual_weight": 0.0,
+        "disc_start": 1,
+        "disc_channels": 8,
+        "disc_layers": 2,
+        "scale_factor_images": 8,
+    }
     settings.update(changes)
     return AutoencoderTrainConfig(**settings)
 
@@ -64,10 +74,15 @@ def test_gan_loss_values():
     # hinge: 1/2 [mean relu(1 - real) + mean relu(1 + fake)] = 1/2 [(0 + 0.5)/2 + (0 + 1.5)/2]
     assert hinge_d_loss(real, fake).item() == pytest.approx(0.5)
     # non-saturating: 1/2 [mean softplus(-real) + mean softplus(fake)]
-    expected = 0.5 * ((math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.5))) / 2 + (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(0.5))) / 2)
+    expected = 0.5 * (
+        (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.5))) / 2
+        + (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(0.5))) / 2
+    )
     assert non_saturating_d_loss(real, fake).item() == pytest.approx(expected)
     assert generator_loss(fake, "hinge").item() == pytest.approx(0.75)
-    assert generator_loss(fake, "non_saturating").item() == pytest.approx((math.log1p(math.exp(2.0)) + math.log1p(math.exp(-0.5))) / 2)
+    assert generator_loss(fake, "non_saturating").item() == pytest.approx(
+        (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-0.5))) / 2
+    )
     # a perfect discriminator pays nothing under hinge
     assert hinge_d_loss(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, -5.0])).item() == 0.0
 
@@ -125,8 +140,12 @@ def test_missing_lpips_says_so_with_the_path(monkeypatch, tmp_path):
 def test_perceptual_term_code_path_with_a_random_backbone():
     """Code-path test only: lpips' shipped linear heads on a RANDOM AlexNet (pnet_rand=True,
     nothing downloaded). The number it gives is not LPIPS and is never reported as such."""
-    random_backbone = lpips.LPIPS(pretrained=True, net="alex", pnet_rand=True, verbose=False).eval().requires_grad_(False)
-    loss_fn = AutoencoderLoss(PatchDiscriminator(DiscriminatorConfig(3, 8, 2)), random_backbone, 0.7, 0.5, 100, "hinge", False)
+    random_backbone = (
+        lpips.LPIPS(pretrained=True, net="alex", pnet_rand=True, verbose=False).eval().requires_grad_(False)
+    )
+    loss_fn = AutoencoderLoss(
+        PatchDiscriminator(DiscriminatorConfig(3, 8, 2)), random_backbone, 0.7, 0.5, 100, "hinge", False
+    )
     x = images(2, size=32)  # AlexNet's pooling needs at least 32x32
     x_rec = images(2, size=32).requires_grad_(True)
     loss, logs = loss_fn.reconstruction_loss(x, x_rec)
@@ -149,17 +168,23 @@ def test_checkpoint_roundtrip(model_class, tmp_path):
     assert float(loaded.scale_factor) == pytest.approx(0.42)
     x = images(2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.decode_latents(loaded.encode_latents(x)), model.decode_latents(model.encode_latents(x)))
+        torch.testing.assert_close(
+            loaded.decode_latents(loaded.encode_latents(x)), model.decode_latents(model.encode_latents(x))
+        )
 
 
 @pytest.mark.parametrize("model_class", [AutoencoderKL, VQAutoencoder])
 def test_resume_continues_exactly(model_class, tmp_path):
     data = images(16)
     torch.manual_seed(1)  # the same initial autoencoder and discriminator in both runs
-    straight, straight_history = train(model_class(config_for(model_class)), data, tiny_train_config(steps=4), tmp_path / "a")
+    straight, straight_history = train(
+        model_class(config_for(model_class)), data, tiny_train_config(steps=4), tmp_path / "a"
+    )
     torch.manual_seed(1)
     train(model_class(config_for(model_class)), data, tiny_train_config(steps=2), tmp_path / "b")
-    resumed, resumed_history = train(model_class(config_for(model_class)), data, tiny_train_config(steps=4, resume=True), tmp_path / "b")
+    resumed, resumed_history = train(
+        model_class(config_for(model_class)), data, tiny_train_config(steps=4, resume=True), tmp_path / "b"
+    )
     assert resumed_history == straight_history
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -215,7 +240,9 @@ def test_a_folder_with_a_trained_autoencoder_is_resumed_or_refused(tmp_path):
         train(AutoencoderKL(other), images(), tiny_train_config(steps=3, resume=True), tmp_path)
     model, history = train(AutoencoderKL(TINY), images(), tiny_train_config(steps=1), None)
     assert len(history["l1"]) == 1
-    train_autoencoder(AutoencoderKL(TINY), images(), tiny_train_config(steps=1), out_dir=tmp_path, overwrite=True, progress=False)
+    train_autoencoder(
+        AutoencoderKL(TINY), images(), tiny_train_config(steps=1), out_dir=tmp_path, overwrite=True, progress=False
+    )
     assert load_autoencoder(tmp_path / "autoencoder.pt") is not None
 
 

@@ -1,7 +1,6 @@
 """The command line: every flag it lists reaches the config, typed values, sampling to a grid,
 and one-line errors (exit code 2, nothing half written) for every kind of bad input."""
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -26,7 +25,17 @@ REQUIRED = {
     "sample": ["--checkpoint", "c.pt", "--prompt", "a", "--out", "g.png"],
     "demo": ["--out", "o"],
 }
-NOT_CONFIG = {"--help", "--out", "--checkpoint", "--prompt", "--num", "--autoencoder", "--overwrite", "--quick", "--preset"}
+NOT_CONFIG = {
+    "--help",
+    "--out",
+    "--checkpoint",
+    "--prompt",
+    "--num",
+    "--autoencoder",
+    "--overwrite",
+    "--quick",
+    "--preset",
+}
 OTHER_WORDS = {
     "device": ["cpu"], "sampler": ["ddpm"], "kind": ["vq"], "lr_schedule": ["cosine", "constant"], "pixel_loss": ["l1", "mse"],
     "gan_loss": ["non_saturating"], "lpips_net": ["vgg"], "beta_schedule": ["scaled_linear", "linear"],
@@ -89,7 +98,9 @@ def test_every_flag_in_help_changes_the_resolved_config(capsys, command):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]
     dest_of = {option: action.dest for action in sub._actions for option in action.option_strings}
-    switches = {option: action.const for action in sub._actions for option in action.option_strings if action.nargs == 0}
+    switches = {
+        option: action.const for action in sub._actions for option in action.option_strings if action.nargs == 0
+    }
     types = dict(leaf_fields(Config))
     base = command_config(parser.parse_args([command, *REQUIRED[command]]))
     assert len(flags) >= 4
@@ -119,7 +130,12 @@ def test_every_flag_in_help_changes_the_resolved_config(capsys, command):
 
 def test_derived_fields_are_not_flags_and_follow_what_they_derive_from(capsys):
     code, help_text, _ = run_cli(capsys, "demo", "--help")
-    for derived in ("ldm.unet.in_channels", "ldm.unet.context_dim", "ldm.unet.pooled_dim", "ldm.text_encoder.vocab_size"):
+    for derived in (
+        "ldm.unet.in_channels",
+        "ldm.unet.context_dim",
+        "ldm.unet.pooled_dim",
+        "ldm.text_encoder.vocab_size",
+    ):
         assert f"--{derived}" not in help_text
     args = build_parser().parse_args(["demo", "--out", "o", "--ldm.text_encoder.width=32", "--ldm.text_encoder.num_heads=2",
                                       "--autoencoder.latent_channels=8"])  # fmt: skip
@@ -146,7 +162,9 @@ def test_values_are_parsed_with_their_types(capsys):
     code, _, err = run_cli(capsys, "train-ldm", "--autoencoder", "a.pt", "--out", "o", "--ldm.unet.base_channels=abc")
     assert_one_line_error(code, err, "--ldm.unet.base_channels must be an int, got 'abc'")
     for bad in ("nan", "inf", "-inf", "1e300"):
-        code, _, err = run_cli(capsys, "sample", "--checkpoint", "c.pt", "--prompt", "a", "--out", "g.png", "--guidance", bad)
+        code, _, err = run_cli(
+            capsys, "sample", "--checkpoint", "c.pt", "--prompt", "a", "--out", "g.png", "--guidance", bad
+        )
         assert_one_line_error(code, err, "guidance")
 
 
@@ -189,7 +207,9 @@ def test_device_selection():
 
 
 def test_python_m_minildm_help_lists_the_commands():
-    result = subprocess.run([sys.executable, "-m", "minildm", "--help"], check=False, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "minildm", "--help"], check=False, cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0
     for command in COMMANDS:
         assert command in result.stdout
@@ -220,7 +240,9 @@ def test_missing_corrupt_or_empty_checkpoint(capsys, tmp_path, content, words):
     path = tmp_path / "model.pt"
     if content is not None:
         path.write_bytes(content)
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(path), "--prompt", "a", "--out", str(tmp_path / "g.png"))
+    code, _, err = run_cli(
+        capsys, "sample", "--checkpoint", str(path), "--prompt", "a", "--out", str(tmp_path / "g.png")
+    )
     assert_one_line_error(code, err, words, str(path))
     assert not (tmp_path / "g.png").exists()
     code, _, err = run_cli(capsys, "train-ldm", "--autoencoder", str(path), "--out", str(tmp_path / "o"))
@@ -229,14 +251,25 @@ def test_missing_corrupt_or_empty_checkpoint(capsys, tmp_path, content, words):
 
 def test_prompt_longer_than_the_context(capsys, checkpoint, tmp_path):
     long_prompt = "a large red circle at the top left " * 4
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", long_prompt, "--out", str(tmp_path / "g.png"))
+    code, _, err = run_cli(
+        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", long_prompt, "--out", str(tmp_path / "g.png")
+    )
     assert_one_line_error(code, err, "too long", "at most 16")
     assert not (tmp_path / "g.png").exists()
 
 
 def test_unknown_sampler(capsys, checkpoint, tmp_path):
     code, _, err = run_cli(
-        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--sampler", "lms", "--out", str(tmp_path / "g.png")
+        capsys,
+        "sample",
+        "--checkpoint",
+        str(checkpoint),
+        "--prompt",
+        "a",
+        "--sampler",
+        "lms",
+        "--out",
+        str(tmp_path / "g.png"),
     )
     assert_one_line_error(code, err, "invalid choice: 'lms'", "ddim")
 
@@ -244,14 +277,18 @@ def test_unknown_sampler(capsys, checkpoint, tmp_path):
 def test_outputs_that_cannot_be_written(capsys, checkpoint, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--out", str(blocker / "g.png"))
+    code, _, err = run_cli(
+        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--out", str(blocker / "g.png")
+    )
     assert_one_line_error(code, err, "choose another --out")
     code, _, err = run_cli(capsys, "demo", "--quick", "--out", str(blocker / "demo"))
     assert_one_line_error(code, err, "cannot write to output folder")
     code, _, err = run_cli(capsys, "demo", "--quick", "--out", str(blocker))
     assert_one_line_error(code, err, "is a file")
     (tmp_path / "folder.png").mkdir()
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--out", str(tmp_path / "folder.png"))
+    code, _, err = run_cli(
+        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--out", str(tmp_path / "folder.png")
+    )
     assert_one_line_error(code, err, "--out must name a .png file")
 
 
@@ -289,5 +326,7 @@ def test_sample_with_dpm_solver_and_karras_sigmas(capsys, checkpoint, tmp_path):
     code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a red circle", "--sampler", "dpmpp_2m",
                            "--karras", "--steps", "3", "--out", str(out))  # fmt: skip
     assert code == 0 and out.is_file(), err
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--karras", "--out", str(out))
+    code, _, err = run_cli(
+        capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--karras", "--out", str(out)
+    )
     assert_one_line_error(code, err, "karras applies only to the samplers")

@@ -60,7 +60,9 @@ def test_parity_with_diffusers_controlnet_model(name):
     ref = ControlNetModel.from_unet(ref_unet, conditioning_embedding_out_channels=HINT.hint_widths).eval()
     with torch.no_grad():  # leave initialisation: random zero convs and hint output, so every path counts
         for name_, p in ref.named_parameters():
-            if name_.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+            if name_.startswith(
+                ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+            ):
                 p.normal_(0, 0.1)
     unet = load_diffusers_unet(dict(ref_unet.config), ref_unet.state_dict()).eval()
     controlnet = load_diffusers_controlnet(dict(ref.config), ref.state_dict(), unet.cfg).eval()
@@ -92,7 +94,9 @@ def test_bad_inputs_and_mismatched_configs_are_explained():
         unet(**args, down_residuals=down[:-1])
     with pytest.raises(ValueError, match="mid_residual must have shape \\(2, 64, 4, 4\\)"):
         unet(**args, mid_residual=down[0])
-    ref = ControlNetModel.from_unet(UNet2DConditionModel(**diffusers_config(cfg)), conditioning_embedding_out_channels=(8, 16))
+    ref = ControlNetModel.from_unet(
+        UNet2DConditionModel(**diffusers_config(cfg)), conditioning_embedding_out_channels=(8, 16)
+    )
     wider = UNetConfig(**{**cfg.__dict__, "base_channels": 64})
     with pytest.raises(ValueError, match="differs from the U-Net's"):
         load_diffusers_controlnet(dict(ref.config), ref.state_dict(), wider)

@@ -110,7 +110,9 @@ def cifar_fixture(path, records_per_batch=4, cut=0):
 
 def test_cifar_binary_reader(tmp_path, monkeypatch):
     tables = cifar_fixture(tmp_path / "cifar-10-binary.tar.gz")
-    monkeypatch.setattr(cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, md5=md5_of(tmp_path / "cifar-10-binary.tar.gz")))
+    monkeypatch.setattr(
+        cifar, "CIFAR10", dataclasses.replace(cifar.CIFAR10, md5=md5_of(tmp_path / "cifar-10-binary.tar.gz"))
+    )
     data = load_cifar10("test", root=tmp_path)
     table = tables["cifar-10-batches-bin/test_batch.bin"]
     assert data.images.shape == (4, 3, 32, 32) and data.labels.tolist() == table[:, 0].tolist()
@@ -128,11 +130,21 @@ def test_cifar_truncated_record_is_an_error(tmp_path):
 def test_image_folder_with_jsonl_and_with_txt(tmp_path):
     for i, colour in enumerate(("red", "blue", "red")):
         Image.new("RGB", (40, 30), colour).save(tmp_path / f"{i}.png")
-    lines = [json.dumps({"file": f"{i}.png", "caption": f"a {c} picture", "label": c}) for i, c in enumerate(("red", "blue", "red"))]
+    lines = [
+        json.dumps({"file": f"{i}.png", "caption": f"a {c} picture", "label": c})
+        for i, c in enumerate(("red", "blue", "red"))
+    ]
     (tmp_path / "captions.jsonl").write_text("\n".join(lines))
     data = load_image_folder(tmp_path, size=16)
-    assert data.images.shape == (3, 3, 16, 16) and data.class_names == ("blue", "red") and data.labels.tolist() == [1, 0, 1]
-    assert torch.allclose(data.images[0, :, 8, 8], torch.tensor([1.0, -1.0, -1.0])) and data[1]["caption"] == "a blue picture"
+    assert (
+        data.images.shape == (3, 3, 16, 16)
+        and data.class_names == ("blue", "red")
+        and data.labels.tolist() == [1, 0, 1]
+    )
+    assert (
+        torch.allclose(data.images[0, :, 8, 8], torch.tensor([1.0, -1.0, -1.0]))
+        and data[1]["caption"] == "a blue picture"
+    )
     (tmp_path / "captions.jsonl").unlink()
     for i in range(3):
         (tmp_path / f"{i}.txt").write_text(f"caption {i}\n")
@@ -150,8 +162,12 @@ def test_mnist_judge_trains_on_fixture_files_and_says_when_they_are_missing(tmp_
 
     monkeypatch.setenv("MINILDM_DATA", str(tmp_path / "data"))
     with pytest.raises(DatasetUnavailableError, match="place it at"):
-        load_or_train_mnist_classifier(root=tmp_path / "absent", train_config=ClassifierTrainConfig(steps=2, batch_size=4))
+        load_or_train_mnist_classifier(
+            root=tmp_path / "absent", train_config=ClassifierTrainConfig(steps=2, batch_size=4)
+        )
     spec, _, _ = idx_fixture(tmp_path)
-    judge = load_or_train_mnist_classifier(spec, root=tmp_path, train_config=ClassifierTrainConfig(steps=2, batch_size=4))
+    judge = load_or_train_mnist_classifier(
+        spec, root=tmp_path, train_config=ClassifierTrainConfig(steps=2, batch_size=4)
+    )
     assert set(judge.accuracy) == {"label", "all"} and judge(torch.zeros(2, 3, 32, 32))["label"].shape == (2, 10)
     assert len(list((tmp_path / "data" / "judges").glob("fixture_judge_*.pt"))) == 1

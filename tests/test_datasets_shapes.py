@@ -55,13 +55,20 @@ def test_labels_agree_with_objects_and_captions_name_the_main_object_first():
     ds = small()
     for labels, objects, caption in zip(ds.labels.tolist(), ds.objects, ds.captions):
         main = objects[0]
-        assert (SHAPES[labels[0]], COLOURS[labels[1]], SIZES[labels[2]], POSITIONS[labels[3]]) == (main["shape"], main["colour"], main["size"], main["position"])
+        assert (SHAPES[labels[0]], COLOURS[labels[1]], SIZES[labels[2]], POSITIONS[labels[3]]) == (
+            main["shape"],
+            main["colour"],
+            main["size"],
+            main["position"],
+        )
         # the first colour and shape words in the caption are the main object's
         colour_at = min(caption.find(w) for w in COLOUR_WORDS[main["colour"]] if w in caption)
         for other in objects[1:]:
             if other["colour"] != main["colour"]:
                 assert colour_at < min(caption.find(w) for w in COLOUR_WORDS[other["colour"]] if w in caption)
-        assert any(w in caption for w in SHAPE_WORDS[main["shape"]]) and any(w in caption for w in SIZE_WORDS[main["size"]])
+        assert any(w in caption for w in SHAPE_WORDS[main["shape"]]) and any(
+            w in caption for w in SIZE_WORDS[main["size"]]
+        )
 
 
 def test_masks_lie_inside_the_boxes_and_boxes_do_not_overlap():
@@ -116,7 +123,11 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     files = list((tmp_path / "shapes").glob("*.pt"))
     assert len(files) == 1
     second = small(num_samples=50, cache=True)
-    assert torch.equal(first.images, second.images) and first.objects == second.objects and first.captions == second.captions
+    assert (
+        torch.equal(first.images, second.images)
+        and first.objects == second.objects
+        and first.captions == second.captions
+    )
 
 
 def test_coverage_is_antialiased_and_has_the_right_area():
@@ -137,7 +148,10 @@ def test_prompts_and_captions():
     with pytest.raises(ValueError):
         prompt_for("hexagon", "red", "large", "top left")
     rng = np.random.default_rng(0)
-    objects = [{"shape": "circle", "colour": "red", "size": "small", "position": "left"}, {"shape": "square", "colour": "blue", "size": "large", "position": "right"}]
+    objects = [
+        {"shape": "circle", "colour": "red", "size": "small", "position": "left"},
+        {"shape": "square", "colour": "blue", "size": "large", "position": "right"},
+    ]
     captions = {caption_for(objects, rng) for _ in range(200)}
     assert len(captions) > 10  # several templates and synonyms
     # the red circle is left of the blue square and on the same row: no other relation is true

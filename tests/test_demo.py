@@ -35,7 +35,10 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
     # the confusion table covers held-out pairs only, one count per held-out prompt
     heldout_pairs = {f"{colour} {shape}" for shape, colour in HELDOUT_COMBINATIONS}
     assert set(report["drawn_shapes_heldout"]) <= heldout_pairs
-    assert sum(sum(counts.values()) for counts in report["drawn_shapes_heldout"].values()) == report["config"]["eval"]["num_prompts"]
+    assert (
+        sum(sum(counts.values()) for counts in report["drawn_shapes_heldout"].values())
+        == report["config"]["eval"]["num_prompts"]
+    )
     assert "pairs seen in training" in (out / "report.md").read_text()
     assert report["frechet_distance"] >= 0 and report["frechet_distance_floor"] >= 0
     assert len(report["prompts"]) == report["config"]["eval"]["num_prompts"]
@@ -72,7 +75,17 @@ def test_the_demo_runs_on_a_vq_first_stage_and_refuses_to_overwrite_it(tmp_path,
     assert "already holds a trained model" in capsys.readouterr().err
     assert (out / "ldm.pt").read_bytes() == before
     # the trained autoencoder can be reused, and --overwrite replaces the LDM
-    args = ["demo", "--quick", "--out", str(out), "--autoencoder", str(out / "autoencoder.pt"), "--overwrite", "--seed", "1"]
+    args = [
+        "demo",
+        "--quick",
+        "--out",
+        str(out),
+        "--autoencoder",
+        str(out / "autoencoder.pt"),
+        "--overwrite",
+        "--seed",
+        "1",
+    ]
     assert main(args) == 0
     assert (out / "ldm.pt").read_bytes() != before
 

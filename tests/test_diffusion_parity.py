@@ -87,7 +87,10 @@ def test_timesteps_match_set_timesteps(num_steps, spacing, offset):
         return
     for sampler, scheduler in (
         (DDIMSampler(schedule, num_steps, timestep_spacing=spacing, steps_offset=offset), DDIMScheduler),
-        (DDPMSampler(schedule, num_inference_steps=num_steps, timestep_spacing=spacing, steps_offset=offset), DDPMScheduler),
+        (
+            DDPMSampler(schedule, num_inference_steps=num_steps, timestep_spacing=spacing, steps_offset=offset),
+            DDPMScheduler,
+        ),
     ):
         theirs = scheduler(timestep_spacing=spacing, steps_offset=offset)
         theirs.set_timesteps(num_steps)
@@ -118,7 +121,9 @@ def steps_to_check(timesteps):
 @pytest.mark.parametrize("spacing,num_steps", GRIDS)
 def test_ddim_step_matches_diffusers(spacing, num_steps, prediction_type, eta):
     config, diffusers_config = CONFIGS["scaled_linear"]
-    ours = DDIMSampler(NoiseSchedule(config), num_steps, eta=eta, prediction_type=prediction_type, timestep_spacing=spacing)
+    ours = DDIMSampler(
+        NoiseSchedule(config), num_steps, eta=eta, prediction_type=prediction_type, timestep_spacing=spacing
+    )
     theirs = float64_diffusers(
         DDIMScheduler,
         **diffusers_config,
@@ -143,7 +148,9 @@ def test_ddim_step_matches_diffusers(spacing, num_steps, prediction_type, eta):
 def test_diffusers_ddim_linspace_steps_off_its_own_grid():
     # the reason for the adjustment above: from 999, diffusers' 10-step linspace DDIM lands on the
     # noise level of t = 899, while its next step is taken at t = 888
-    theirs = float64_diffusers(DDIMScheduler, **CONFIGS["scaled_linear"][1], timestep_spacing="linspace", clip_sample=False)
+    theirs = float64_diffusers(
+        DDIMScheduler, **CONFIGS["scaled_linear"][1], timestep_spacing="linspace", clip_sample=False
+    )
     theirs.set_timesteps(10)
     assert theirs.timesteps[:2].tolist() == [999, 888]
     x0, eps = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
@@ -182,11 +189,16 @@ def test_ddim_zero_snr_v_prediction_chain_matches_diffusers(clip_sample):
     schedule = NoiseSchedule(config)
     ours = DDIMSampler(schedule, 25, eta=0.8, prediction_type="v", timestep_spacing="trailing", clip_sample=clip_sample)
     theirs = float64_diffusers(
-        DDIMScheduler, **diffusers_config, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=clip_sample
+        DDIMScheduler,
+        **diffusers_config,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        clip_sample=clip_sample,
     )
     theirs.set_timesteps(25)
     x_ours = x_theirs = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     generator_ours, generator_theirs = seeded(1), seeded(1)
+
     def model(x, t):
         # a stand-in network: any fixed function of (x_t, t)
         return torch.tanh(x) * (1 + t / 1000)

@@ -63,7 +63,9 @@ def test_kill_9_while_training_leaves_a_loadable_checkpoint_and_resume_cleans_up
     state = load_checkpoint(tmp_path / "out" / "ldm.pt")
     done = state["training"]["step"]
     resume = [*command[:-3], "--steps", str(done + 2), "--train.checkpoint_every=2", "--train.resume=true"]
-    result = subprocess.run([sys.executable, "-m", "minildm", *resume], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "minildm", *resume], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(tmp_path / "out" / "ldm.pt")["training"]["step"] == done + 2
     assert not list((tmp_path / "out").glob(".*.tmp"))  # a killed writer's temp files are cleaned at the next start

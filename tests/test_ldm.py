@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
+from minildm.checkpoint import CheckpointError, save_checkpoint
 from minildm.diffusion import ScheduleConfig
 from minildm.ldm import Condition, LatentDiffusion, LDMBatch, LDMConfig, load_ldm
 from minildm.nn import UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoderConfig, train_bpe
-from minildm.checkpoint import CheckpointError, save_checkpoint
 
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the centre", "a green triangle"]
 
@@ -18,7 +18,9 @@ CAPTIONS = ["a large red circle at the top left", "a small blue square in the ce
 def tiny_ldm(conditioning: str = "text", prediction_type: str = "eps", extra_in_channels: int = 0) -> LatentDiffusion:
     """A model of a few thousand parameters on 16x16 images (f = 2, latents 4x8x8)."""
     autoencoder = AutoencoderKL(
-        AutoencoderConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, attention_in_middle=False, norm_groups=4)
+        AutoencoderConfig(
+            base_channels=8, channel_mult=(1, 2), latent_channels=4, attention_in_middle=False, norm_groups=4
+        )
     )
     autoencoder.scale_factor.fill_(0.7)
     tokenizer = CLIPTokenizer.from_merges(train_bpe(CAPTIONS, 80))
@@ -138,7 +140,9 @@ def test_checkpoint_round_trip(tmp_path):
     z, t = torch.randn(2, 4, 8, 8), torch.tensor([5, 50])
     ldm.eval()
     cond = ldm.encode_condition(["a red circle", ""])
-    torch.testing.assert_close(loaded.predict(z, t, loaded.encode_condition(["a red circle", ""])), ldm.predict(z, t, cond))
+    torch.testing.assert_close(
+        loaded.predict(z, t, loaded.encode_condition(["a red circle", ""])), ldm.predict(z, t, cond)
+    )
     assert float(loaded.autoencoder.scale_factor) == pytest.approx(0.7)
 
 
@@ -157,13 +161,17 @@ def test_the_unet_must_take_and_predict_the_autoencoders_latent_channels():
     ldm = tiny_ldm()
     for change in ({"in_channels": 3}, {"out_channels": 3}):
         unet = dataclasses.replace(ldm.config.unet, **change)
-        with pytest.raises(ValueError, match=f"the U-Net's {next(iter(change))} must equal the autoencoder's latent_channels"):
+        with pytest.raises(
+            ValueError, match=f"the U-Net's {next(iter(change))} must equal the autoencoder's latent_channels"
+        ):
             LatentDiffusion(dataclasses.replace(ldm.config, unet=unet), ldm.autoencoder, ldm.tokenizer)
 
 
 def test_pooled_text_is_the_end_token_state_and_reaches_the_unet():
     plain = tiny_ldm()
-    config = dataclasses.replace(plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16), pooled_text=True)
+    config = dataclasses.replace(
+        plain.config, unet=dataclasses.replace(plain.config.unet, pooled_dim=16), pooled_text=True
+    )
     ldm = LatentDiffusion(config, plain.autoencoder, plain.tokenizer)
     tokens = ldm.tokenize(["a red circle", "a blue square"])
     cond = ldm.encode_tokens(tokens)
@@ -198,11 +206,17 @@ def test_an_ldm_trains_and_samples_on_a_vq_first_stage(tmp_path):
         z = ldm.encode_images(x)  # s * z_e, before quantization
         torch.testing.assert_close(z, vq.encode(x) * 0.5)
         # D(quantize(z / s)): the decoder absorbs the quantization
-        torch.testing.assert_close(ldm.decode_latents(z), vq.decoder(vq.post_quant_conv(vq.quantize(z / 0.5).z_q)).clamp(-1, 1))
+        torch.testing.assert_close(
+            ldm.decode_latents(z), vq.decoder(vq.post_quant_conv(vq.quantize(z / 0.5).z_q)).clamp(-1, 1)
+        )
     tokens = ldm.tokenize([CAPTIONS[i % 3] for i in range(4)])
-    history = train_ldm(ldm, TensorBatches(z, tokens=tokens), TrainConfig(steps=2, batch_size=4), out_dir=tmp_path, progress=False)
+    history = train_ldm(
+        ldm, TensorBatches(z, tokens=tokens), TrainConfig(steps=2, batch_size=4), out_dir=tmp_path, progress=False
+    )
     assert len(history["loss"]) == 2
     loaded = load_ldm(tmp_path / "ldm.pt")
     assert type(loaded.autoencoder) is VQAutoencoder and float(loaded.autoencoder.scale_factor) == 0.5
-    images = text_to_image(loaded, make_sampler(loaded, "ddim", 2), CAPTIONS[:2], generator=torch.Generator().manual_seed(0))
+    images = text_to_image(
+        loaded, make_sampler(loaded, "ddim", 2), CAPTIONS[:2], generator=torch.Generator().manual_seed(0)
+    )
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()

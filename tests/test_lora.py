@@ -21,7 +21,9 @@ from minildm.nn.lora import (
     unmerge_lora,
 )
 
-CFG = UNetConfig(base_channels=32, channel_mult=(1, 2), norm_groups=8, attention_levels=(1,), context_dim=24, num_heads=4)
+CFG = UNetConfig(
+    base_channels=32, channel_mult=(1, 2), norm_groups=8, attention_levels=(1,), context_dim=24, num_heads=4
+)
 
 
 def inputs(dtype=torch.float32):
@@ -44,7 +46,9 @@ def test_starts_as_the_base_model_and_merge_unmerge_are_exact():
     with torch.no_grad():
         base = unet(x, t, context)
         names = add_lora(unet, rank=4, alpha=8)
-        assert len(names) == 6 * 2 * 4  # 6 transformers (2 down and 3 up at level 1, the middle), 2 attentions, 4 projections
+        assert (
+            len(names) == 6 * 2 * 4
+        )  # 6 transformers (2 down and 3 up at level 1, the middle), 2 attentions, 4 projections
         assert torch.equal(unet(x, t, context), base)  # B = 0
         randomise_b(unet)
         adapted = unet(x, t, context)
@@ -53,7 +57,9 @@ def test_starts_as_the_base_model_and_merge_unmerge_are_exact():
         assert all(layer.merged for layer in lora_layers(unet).values())
         torch.testing.assert_close(unet(x, t, context), adapted, rtol=0, atol=1e-12)
         layer = unet.get_submodule(names[0])
-        torch.testing.assert_close(layer.weight, weights[names[0] + ".weight"] + 2.0 * layer.lora_B.weight @ layer.lora_A.weight)
+        torch.testing.assert_close(
+            layer.weight, weights[names[0] + ".weight"] + 2.0 * layer.lora_B.weight @ layer.lora_A.weight
+        )
         unmerge_lora(unet)
         assert all(torch.equal(p, weights[n]) for n, p in unet.named_parameters())  # bit for bit
         assert torch.equal(unet(x, t, context), adapted)

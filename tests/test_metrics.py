@@ -88,7 +88,9 @@ def test_ssim_matches_scikit_image_and_identities():
 def test_classifier_trains_beyond_chance_and_caption_match_reports_every_head():
     data = ShapesDataset(ShapesConfig(num_samples=400, seed=5, split="all", max_objects=1, cache=False))
     classifier = AttributeClassifier(ClassifierConfig(width=8, feature_dim=32))
-    losses = train_attribute_classifier(classifier, data.images, data.labels, ClassifierTrainConfig(steps=40, batch_size=64, lr=5e-3))
+    losses = train_attribute_classifier(
+        classifier, data.images, data.labels, ClassifierTrainConfig(steps=40, batch_size=64, lr=5e-3)
+    )
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     accuracy = caption_match_accuracy(classifier, data.images, data.labels)
     assert set(accuracy) == {"shape", "colour", "size", "position", "all"}

@@ -41,7 +41,9 @@ def seeded(seed):
 def random_pair(t, shape=(2, 3, 4)):
     """A model output and an x_t that differ at each t."""
     generator = seeded(1000 + int(t))
-    return torch.randn(shape, generator=generator, dtype=torch.float64), torch.randn(shape, generator=generator, dtype=torch.float64)
+    return torch.randn(shape, generator=generator, dtype=torch.float64), torch.randn(
+        shape, generator=generator, dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
@@ -96,13 +98,17 @@ def test_sigma_view_conversions_and_timestep_interpolation():
     grid = timestep_of_sigma(sigmas, sigmas)
     torch.testing.assert_close(grid, torch.arange(1000, dtype=torch.float64), **TOLERANCE)
     between = math.exp((math.log(sigmas[400].item()) + math.log(sigmas[401].item())) / 2)
-    assert timestep_of_sigma(torch.tensor([between], dtype=torch.float64), sigmas).item() == pytest.approx(400.5, abs=1e-10)
+    assert timestep_of_sigma(torch.tensor([between], dtype=torch.float64), sigmas).item() == pytest.approx(
+        400.5, abs=1e-10
+    )
     assert sigma_of_timestep(400.5, sigmas) == pytest.approx(between, rel=1e-12)
     karras = karras_sigmas(sigmas[0].item(), sigmas[-1].item(), 10)
     assert karras[0].item() == pytest.approx(sigmas[-1].item()) and karras[-1].item() == pytest.approx(sigmas[0].item())
     # rho = 7: sigma^(1/7) is evenly spaced
     inverse_rho = karras ** (1 / 7)
-    torch.testing.assert_close(inverse_rho.diff(), torch.full((9,), (inverse_rho[1] - inverse_rho[0]).item(), dtype=torch.float64))
+    torch.testing.assert_close(
+        inverse_rho.diff(), torch.full((9,), (inverse_rho[1] - inverse_rho[0]).item(), dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="Karras sigmas need 0 < sigma_min <= sigma_max < inf"):
         karras_sigmas(0.0, 10.0, 5)
 
@@ -142,9 +148,7 @@ def ode_error(sampler_class, n):
     return (to_sigma_view(x_t, sigma_end) - exact).abs().max().item()
 
 
-@pytest.mark.parametrize(
-    "sampler_class,order", [(EulerSampler, 1), (HeunSampler, 2), (DPMSolverPlusPlus2MSampler, 2)]
-)
+@pytest.mark.parametrize("sampler_class,order", [(EulerSampler, 1), (HeunSampler, 2), (DPMSolverPlusPlus2MSampler, 2)])
 def test_global_error_falls_with_the_order_of_the_solver(sampler_class, order):
     errors = [ode_error(sampler_class, n) for n in (10, 20, 40, 80)]
     ratios = [coarse / fine for coarse, fine in itertools.pairwise(errors)]

@@ -11,7 +11,9 @@ from test_diffusion_parity import float64_diffusers
 from minildm.diffusion import DDIMSampler, NoiseSchedule, ScheduleConfig
 from minildm.diffusion.inversion import ddim_inversion
 
-SCHEDULE = NoiseSchedule(ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+SCHEDULE = NoiseSchedule(
+    ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+)
 M, S = 0.5, 0.3  # data x_0 ~ N(M, S^2)
 
 
@@ -57,7 +59,11 @@ def test_inversion_matches_diffusers_ddim_inverse_scheduler(steps_offset):
     # an eps network; (diffusers converts a v output with the current noise level, minildm with
     # the level of the timestep the network was given, see inversion.py)
     theirs = float64_diffusers(
-        DDIMInverseScheduler, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=steps_offset
+        DDIMInverseScheduler,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=steps_offset,
     )
     theirs.set_timesteps(20)
     model = gaussian_model("eps")
@@ -76,7 +82,11 @@ def test_a_v_output_is_read_at_the_timestep_the_network_was_given():
     ours = ddim_inversion(gaussian_model("v"), SCHEDULE, x0, 20, "v")
     torch.testing.assert_close(ours, ddim_inversion(gaussian_model("eps"), SCHEDULE, x0, 20), rtol=0, atol=1e-10)
     theirs = float64_diffusers(
-        DDIMInverseScheduler, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+        DDIMInverseScheduler,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
     )
     theirs.set_timesteps(20)
     x = x0

@@ -108,7 +108,9 @@ def run_diffusers(scheduler, n, z, seed=1, model=network):
     with float64_everywhere():
         scheduler.set_timesteps(n)
         sigma_max = scheduler.sigmas[0].item() if hasattr(scheduler, "sigmas") else 0.0
-        uses_sigma_view = isinstance(scheduler, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler))
+        uses_sigma_view = isinstance(
+            scheduler, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler)
+        )
         x = to_sigma_view(z, sigma_max) if uses_sigma_view else z
         timesteps = scheduler.timesteps
         for t in timesteps:
@@ -126,7 +128,9 @@ def diffusers_scheduler(scheduler_class, prediction_type, **config):
 @pytest.mark.parametrize("karras", [False, True])
 @pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("sampler_class,scheduler_class", [(EulerSampler, EulerDiscreteScheduler), (HeunSampler, HeunDiscreteScheduler)])
+@pytest.mark.parametrize(
+    "sampler_class,scheduler_class", [(EulerSampler, EulerDiscreteScheduler), (HeunSampler, HeunDiscreteScheduler)]
+)
 def test_euler_and_heun_match_diffusers(sampler_class, scheduler_class, spacing, prediction_type, karras):
     ours = sampler_class(SCHEDULE, 10, prediction_type, spacing, karras=karras)
     theirs = diffusers_scheduler(scheduler_class, prediction_type, timestep_spacing=spacing, use_karras_sigmas=karras)
@@ -148,7 +152,9 @@ def test_diffusers_starts_trailing_and_linspace_grids_from_the_variance_explodin
     sigma_max = EulerSampler(SCHEDULE, 10, "eps", "trailing").sigmas[0].item()
     assert float(theirs.init_noise_sigma) == pytest.approx(sigma_max, rel=1e-6)
     # minildm's x_T = z in the pipelines' (variance-preserving) x_t, x = sqrt(1 + sigma_max^2) z
-    assert to_sigma_view(torch.ones(1, dtype=torch.float64), sigma_max).item() == pytest.approx((1 + sigma_max**2) ** 0.5, rel=1e-12)
+    assert to_sigma_view(torch.ones(1, dtype=torch.float64), sigma_max).item() == pytest.approx(
+        (1 + sigma_max**2) ** 0.5, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("prediction_type", ["eps", "v"])
@@ -161,7 +167,9 @@ def test_euler_ancestral_matches_diffusers_with_the_same_noise(spacing, predicti
     torch.testing.assert_close(ours.timesteps, their_timesteps, **TOLERANCE)
     sampled = run_ours(ours, z, seed=5)
     torch.testing.assert_close(sampled, expected, **TOLERANCE)
-    assert not torch.allclose(sampled, run_ours(EulerAncestralSampler(SCHEDULE, 10, prediction_type, spacing), z, seed=6))
+    assert not torch.allclose(
+        sampled, run_ours(EulerAncestralSampler(SCHEDULE, 10, prediction_type, spacing), z, seed=6)
+    )
 
 
 @pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
@@ -169,7 +177,11 @@ def test_euler_ancestral_matches_diffusers_with_the_same_noise(spacing, predicti
 def test_dpm_solver_pp_2m_matches_diffusers(num_steps, prediction_type):
     ours = DPMSolverPlusPlus2MSampler(SCHEDULE, num_steps, prediction_type, "trailing")
     theirs = diffusers_scheduler(
-        DPMSolverMultistepScheduler, prediction_type, timestep_spacing="trailing", algorithm_type="dpmsolver++", solver_order=2
+        DPMSolverMultistepScheduler,
+        prediction_type,
+        timestep_spacing="trailing",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
     )
     z = start()
     _, their_timesteps, expected = run_diffusers(theirs, num_steps, z)
@@ -182,7 +194,11 @@ def test_dpm_solver_pp_2m_with_karras_sigmas_matches_diffusers_given_its_rounded
     # diffusers' Karras grid spans sigma(0) ... sigma(T-1) whatever the spacing: minildm's linspace grid
     ours = DPMSolverPlusPlus2MSampler(SCHEDULE, 10, prediction_type, "linspace", karras=True)
     theirs = diffusers_scheduler(
-        DPMSolverMultistepScheduler, prediction_type, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+        DPMSolverMultistepScheduler,
+        prediction_type,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        use_karras_sigmas=True,
     )
     z = start()
     _, their_timesteps, expected = run_diffusers(theirs, 10, z)
@@ -201,7 +217,9 @@ def test_dpm_solver_pp_2m_with_karras_sigmas_matches_diffusers_given_its_rounded
 @pytest.mark.parametrize("steps_offset", [0, 1])
 @pytest.mark.parametrize("num_steps", [1, 2, 3, 4, 5, 20])
 def test_plms_matches_diffusers_pndm_without_runge_kutta_steps(num_steps, steps_offset, final_alpha_bar_is_one):
-    ours = PLMSSampler(SCHEDULE, num_steps, "eps", "leading", steps_offset, final_alpha_bar_is_one=final_alpha_bar_is_one)
+    ours = PLMSSampler(
+        SCHEDULE, num_steps, "eps", "leading", steps_offset, final_alpha_bar_is_one=final_alpha_bar_is_one
+    )
     theirs = diffusers_scheduler(
         PNDMScheduler, "eps", skip_prk_steps=True, steps_offset=steps_offset, set_alpha_to_one=final_alpha_bar_is_one
     )
@@ -221,9 +239,13 @@ def test_plms_on_a_v_model_is_plms_on_the_eps_it_implies_at_each_evaluation():
 
     z = start()
     sampled = run_ours(PLMSSampler(SCHEDULE, 10, "v"), z)
-    _, _, expected = run_diffusers(diffusers_scheduler(PNDMScheduler, "eps", skip_prk_steps=True, set_alpha_to_one=True), 10, z, model=implied_eps)
+    _, _, expected = run_diffusers(
+        diffusers_scheduler(PNDMScheduler, "eps", skip_prk_steps=True, set_alpha_to_one=True), 10, z, model=implied_eps
+    )
     torch.testing.assert_close(sampled, expected, **TOLERANCE)
-    _, _, diffusers_v = run_diffusers(diffusers_scheduler(PNDMScheduler, "v", skip_prk_steps=True, set_alpha_to_one=True), 10, z)
+    _, _, diffusers_v = run_diffusers(
+        diffusers_scheduler(PNDMScheduler, "v", skip_prk_steps=True, set_alpha_to_one=True), 10, z
+    )
     assert not torch.allclose(sampled, diffusers_v, rtol=0, atol=1e-4)
 
 
@@ -258,7 +280,9 @@ def test_euler_heun_dpm_solver_pp_match_k_diffusion(name, prediction_type, karra
 def test_diffusers_pndm_steps_off_its_own_linspace_grid():
     # as its DDIM (test_diffusion_parity.py): from 999 diffusers' 10-step linspace PLMS lands on
     # the noise level of t = 899, while its next step is at 888; minildm steps to 888
-    theirs = diffusers_scheduler(PNDMScheduler, "eps", skip_prk_steps=True, timestep_spacing="linspace", set_alpha_to_one=True)
+    theirs = diffusers_scheduler(
+        PNDMScheduler, "eps", skip_prk_steps=True, timestep_spacing="linspace", set_alpha_to_one=True
+    )
     with float64_everywhere():
         theirs.set_timesteps(10)
     assert theirs.timesteps[:2].tolist() == [999, 888]

@@ -28,7 +28,9 @@ PROMPTS = ["a red circle", "a blue square"]
 def tiny_ldm(conditioning: str = "text", extra_in_channels: int = 0) -> LatentDiffusion:
     torch.manual_seed(0)
     autoencoder = AutoencoderKL(
-        AutoencoderConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, norm_groups=4, attention_in_middle=False)
+        AutoencoderConfig(
+            base_channels=8, channel_mult=(1, 2), latent_channels=4, norm_groups=4, attention_in_middle=False
+        )
     )
     tokenizer = CLIPTokenizer.from_merges([]) if conditioning == "text" else None
     text_encoder = (
@@ -117,7 +119,9 @@ def test_guidance_one_is_the_conditional_model(text_ldm, name, karras):
     latents = text_to_image(text_ldm, sampler, PROMPTS, guidance_scale=1.0, generator=seeded(3), return_latents=True)
     generator = seeded(3)
     z_T = torch.randn((2, *text_ldm.latent_shape()), generator=generator)
-    expected = conditional_loop(text_ldm, sampler, text_ldm.encode_condition(PROMPTS), z_T, sampler.timesteps, generator)
+    expected = conditional_loop(
+        text_ldm, sampler, text_ldm.encode_condition(PROMPTS), z_T, sampler.timesteps, generator
+    )
     assert torch.equal(latents, expected)
 
 
@@ -140,7 +144,13 @@ def test_a_negative_prompt_replaces_the_unconditional_branch(text_ldm):
 
     def run(negative_prompts):
         return text_to_image(
-            text_ldm, sampler, PROMPTS, negative_prompts=negative_prompts, guidance_scale=4.0, generator=seeded(5), return_latents=True
+            text_ldm,
+            sampler,
+            PROMPTS,
+            negative_prompts=negative_prompts,
+            guidance_scale=4.0,
+            generator=seeded(5),
+            return_latents=True,
         )
 
     # the null condition of a text model is the empty prompt
@@ -226,7 +236,9 @@ def test_a_zero_terminal_snr_model_samples_from_the_pure_noise_step(text_ldm, na
     T = text_ldm.schedule.num_timesteps
     assert make_sampler(text_ldm, name, 4).timesteps[0] < T - 1
     config = dataclasses.replace(
-        text_ldm.config, schedule=dataclasses.replace(text_ldm.config.schedule, zero_terminal_snr=True), prediction_type="v"
+        text_ldm.config,
+        schedule=dataclasses.replace(text_ldm.config.schedule, zero_terminal_snr=True),
+        prediction_type="v",
     )
     zero_snr = LatentDiffusion(config, text_ldm.autoencoder, text_ldm.tokenizer)
     sampler = make_sampler(zero_snr, name, 4)

@@ -202,7 +202,9 @@ def test_super_resolve_shapes_determinism_and_errors(concat_ldm, text_ldm):
     out = super_resolve(concat_ldm, sampler, low, factor=4, noise_level=0.2, generator=seeded(1))
     assert out.shape == (2, 3, SIZE, SIZE)
     assert torch.equal(out, super_resolve(concat_ldm, sampler, low, factor=4, noise_level=0.2, generator=seeded(1)))
-    assert not torch.allclose(out, super_resolve(concat_ldm, sampler, low, factor=4, noise_level=0.5, generator=seeded(1)))
+    assert not torch.allclose(
+        out, super_resolve(concat_ldm, sampler, low, factor=4, noise_level=0.5, generator=seeded(1))
+    )
     with pytest.raises(ValueError, match="noise_level"):
         super_resolve(concat_ldm, sampler, low, factor=4, noise_level=1.0)
     with pytest.raises(ValueError, match="multiple of the autoencoder's downsampling factor 2"):

@@ -24,7 +24,12 @@ from minildm.checkpoint import (
     stale_temp_files,
 )
 
-TORCH_ADVICE = ("weights_only", "False", "safe_globals", "trust")  # torch's text, which reads as advice to turn the check off
+TORCH_ADVICE = (
+    "weights_only",
+    "False",
+    "safe_globals",
+    "trust",
+)  # torch's text, which reads as advice to turn the check off
 
 
 def assert_one_line(err: pytest.ExceptionInfo, path: Path, *phrases: str) -> str:
@@ -142,7 +147,9 @@ def library_load_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def resume(path: Path) -> None:
         ldm = tiny_ldm()
-        train_ldm(ldm, lambda generator, n: None, TrainConfig(steps=1, resume=True), out_dir=path.parent, progress=False)
+        train_ldm(
+            ldm, lambda generator, n: None, TrainConfig(steps=1, resume=True), out_dir=path.parent, progress=False
+        )
 
     return {
         "load_checkpoint": (lambda path: load_checkpoint(path), None),
@@ -201,7 +208,10 @@ def test_a_failed_write_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_pat
 def test_error_summaries_are_one_short_line_and_never_empty():
     assert error_summary(EOFError()) == "EOFError" and error_summary(KeyError("")) == "KeyError: ''"
     assert error_summary(RuntimeError("first sentence. second one\nline two")) == "RuntimeError: first sentence"
-    assert error_summary(ValueError("\n\n  x" + "y" * 500)).endswith("...") and len(error_summary(ValueError("y" * 500))) < 180
+    assert (
+        error_summary(ValueError("\n\n  x" + "y" * 500)).endswith("...")
+        and len(error_summary(ValueError("y" * 500))) < 180
+    )
 
 
 # A child that saves step 2 over a checkpoint and stops half-way through writing the temp file.
@@ -225,7 +235,9 @@ KILLED_WRITER = textwrap.dedent(
 def test_kill_9_mid_write_leaves_the_old_checkpoint_and_the_next_save_cleans_up(tmp_path):
     path = save_checkpoint({"step": 1}, tmp_path / "ldm.pt")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline() == "writing\n"
     finally:

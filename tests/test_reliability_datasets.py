@@ -46,7 +46,9 @@ def image_folder(folder: Path, entries: list[dict]) -> Path:
 
 def test_caption_files_that_are_not_utf8(tmp_path):
     folder = image_folder(tmp_path / "jsonl", [])
-    (folder / "captions.jsonl").write_bytes(b'{"file": "a.png", "caption": "ok"}\n{"file": "a.png", "caption": "caf\xe9"}\n')
+    (folder / "captions.jsonl").write_bytes(
+        b'{"file": "a.png", "caption": "ok"}\n{"file": "a.png", "caption": "caf\xe9"}\n'
+    )
     corrupt(lambda: load_image_folder(folder), folder / "captions.jsonl", "line 2 is not UTF-8")
     folder = tmp_path / "txt"
     folder.mkdir()
@@ -91,10 +93,17 @@ def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("side, phrase", [(20000, "claims 400,000,000 pixels"), (9000, "is 9000 x 9000 = 81,000,000 pixels")])
+@pytest.mark.parametrize(
+    "side, phrase", [(20000, "claims 400,000,000 pixels"), (9000, "is 9000 x 9000 = 81,000,000 pixels")]
+)
 def test_an_image_header_over_the_pixel_cap(tmp_path, side, phrase):
     assert side * side > MAX_IMAGE_PIXELS
     folder = image_folder(tmp_path, [{"file": "bomb.png", "caption": "x"}])
@@ -120,7 +129,9 @@ def test_idx_headers_cut_short_or_overflowing(tmp_path, name):
     # (2^32 - 1)^3 bytes: a product that wraps around in numpy int64; no file can hold it
     huge = np.array([2**32 - 1] * 3, dtype=">u4").tobytes()
     path = write_idx_bytes(tmp_path / name, bytes([0, 0, 8, 3]) + huge + bytes(100))
-    corrupt(lambda: read_idx(path), path, "truncated or its header is wrong", "79,228,162,458,924,105,385,300,197,375 bytes")
+    corrupt(
+        lambda: read_idx(path), path, "truncated or its header is wrong", "79,228,162,458,924,105,385,300,197,375 bytes"
+    )
     path = write_idx_bytes(tmp_path / name, bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(7))  # 6 bytes + 1 extra
     corrupt(lambda: read_idx(path), path, "trailing bytes")
     path = write_idx_bytes(tmp_path / name, bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(6))
@@ -132,10 +143,18 @@ def test_checksum_messages_say_what_is_on_disk(tmp_path):
     source.write_bytes(b"minildm" * 100)
     bad = RemoteFile(source.as_uri(), "copy.bin", "0" * 32)
     dest = tmp_path / "dest"
-    message = corrupt(lambda: ensure_file(bad, dest, download=True), dest / "copy.bin", "nothing was written at", "it was deleted", "700 bytes")
+    message = corrupt(
+        lambda: ensure_file(bad, dest, download=True),
+        dest / "copy.bin",
+        "nothing was written at",
+        "it was deleted",
+        "700 bytes",
+    )
     assert ".part" not in message and not list(dest.iterdir())  # it names no file that is gone, and none is left
     (dest / "copy.bin").write_bytes(b"minildm")
-    corrupt(lambda: ensure_file(bad, dest, download=False), dest / "copy.bin", "the file on disk is truncated or corrupted")
+    corrupt(
+        lambda: ensure_file(bad, dest, download=False), dest / "copy.bin", "the file on disk is truncated or corrupted"
+    )
     (dest / "copy.bin").unlink()
     (dest / "copy.bin").mkdir()
     corrupt(lambda: ensure_file(bad, dest, download=True), dest / "copy.bin", "is a folder")

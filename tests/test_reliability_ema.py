@@ -63,7 +63,10 @@ def test_missing_and_unexpected_names_are_listed_first_few_then_counted():
         (torch.zeros(3), "got Tensor"),
         ({"shadow": {}}, "got ['shadow']"),
         ({**good_state(), "shadow": [torch.zeros(3)]}, "shadow must be a dict"),
-        ({**good_state(), "shadow": {"0.weight": [[0.0, 0.0]] * 3}}, "shadow must be a dict of parameter name -> tensor"),
+        (
+            {**good_state(), "shadow": {"0.weight": [[0.0, 0.0]] * 3}},
+            "shadow must be a dict of parameter name -> tensor",
+        ),
         ({**good_state(), "decay": "0.9"}, "decay must be a number in [0, 1), got '0.9'"),
         ({**good_state(), "decay": float("nan")}, "decay must be a number in [0, 1), got nan"),
         ({**good_state(), "num_updates": -1}, "num_updates must be an int >= 0, got -1"),

@@ -68,7 +68,11 @@ def test_context_length_is_bounded_and_an_int(tok):
 def test_decode_refuses_ids_outside_the_vocabulary(tok):
     red = tok.encode("red")
     assert tok.decode(red) == "red " and tok.decode(np.array(red)) == "red " and tok.decode(torch.tensor(red)) == "red "
-    for ids, phrase in (([-1], "token id -1 at position 0"), ([*red, 516], "token id 516 at position 1"), (torch.tensor([0, -516]), "-516")):
+    for ids, phrase in (
+        ([-1], "token id -1 at position 0"),
+        ([*red, 516], "token id 516 at position 1"),
+        (torch.tensor([0, -516]), "-516"),
+    ):
         with pytest.raises(ValueError) as err:
             tok.decode(ids)
         one_line(err, phrase, "outside the vocabulary [0, 516)")
@@ -94,7 +98,10 @@ def test_decode_refuses_ids_that_are_not_integers(tok, ids, error, phrase):
 def test_a_vocabulary_file_that_is_not_a_merges_file(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"#version\n\xff\xfe\x00")
     (tmp_path / "fake.gz").write_bytes(b"not gzip at all")
-    for path, phrase in ((tmp_path / "binary.txt", "is not UTF-8 text"), (tmp_path / "fake.gz", "not a readable merges file")):
+    for path, phrase in (
+        (tmp_path / "binary.txt", "is not UTF-8 text"),
+        (tmp_path / "fake.gz", "not a readable merges file"),
+    ):
         with pytest.raises(ValueError) as err:
             CLIPTokenizer(vocab_path=path)
         one_line(err, str(path), phrase)

@@ -16,8 +16,11 @@ from minildm.diffusion import (
     classifier_free_guidance,
 )
 
-SCHEDULE = NoiseSchedule(ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+SCHEDULE = NoiseSchedule(
+    ScheduleConfig(num_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+)
 SMALL = NoiseSchedule(ScheduleConfig(num_timesteps=100, beta_schedule="linear", beta_start=1e-3, beta_end=0.1))
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -26,7 +29,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
 
 
 def seeded(seed):
@@ -68,7 +70,9 @@ def test_ddpm_step_is_the_posterior_of_its_x0_prediction():
             expected = mean + variance.sqrt() * noise
             torch.testing.assert_close(sampler.step(eps, t, x_t, seeded(t)), expected, rtol=1e-10, atol=1e-10)
         # the last step returns the mean: no noise is added after t = 0 (DDPM Algorithm 2)
-        mean, _, _ = SMALL.q_posterior(SMALL.x0_from_eps(x_t, torch.zeros(3, dtype=torch.long), eps), x_t, torch.zeros(3, dtype=torch.long))
+        mean, _, _ = SMALL.q_posterior(
+            SMALL.x0_from_eps(x_t, torch.zeros(3, dtype=torch.long), eps), x_t, torch.zeros(3, dtype=torch.long)
+        )
         torch.testing.assert_close(sampler.step(eps, 0, x_t, seeded(0)), mean, rtol=0, atol=1e-12)
 
 
@@ -76,7 +80,9 @@ def test_ddpm_step_is_the_posterior_of_its_x0_prediction():
 @pytest.mark.parametrize("prediction_type", ["eps", "x0", "v"])
 def test_ddim_eta_0_is_deterministic_and_recovers_the_true_x0(spacing, prediction_type):
     x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    sampler = DDIMSampler(SCHEDULE, num_inference_steps=20, eta=0.0, prediction_type=prediction_type, timestep_spacing=spacing)
+    sampler = DDIMSampler(
+        SCHEDULE, num_inference_steps=20, eta=0.0, prediction_type=prediction_type, timestep_spacing=spacing
+    )
 
     def oracle(x_t, t):
         # the ideal network for a data set of one point x0, written in its prediction type
@@ -119,7 +125,9 @@ def test_ddim_draws_a_gaussian_data_distribution_with_the_exact_eps_model():
         # start from the exact marginal at t = T - 1: N(0, 1) would be off by a m (~0.12 here), a bias
         # that the deterministic DDIM carries to x_0 (the terminal-SNR flaw of Lin et al. 2023)
         a2 = SMALL.alphas_cumprod[-1].item()
-        x_t = math.sqrt(a2) * m + math.sqrt(a2 * s**2 + 1 - a2) * torch.randn(n, 1, generator=seeded(0), dtype=torch.float64)
+        x_t = math.sqrt(a2) * m + math.sqrt(a2 * s**2 + 1 - a2) * torch.randn(
+            n, 1, generator=seeded(0), dtype=torch.float64
+        )
         for t in sampler.timesteps:
             x_t = sampler.step(ideal_eps(x_t, t), t, x_t)
         assert abs(x_t.mean().item() - m) < 5 * s / math.sqrt(n)
@@ -140,7 +148,9 @@ def test_timesteps_for_strength_keeps_the_last_steps():
 
 
 def test_timestep_grids_for_each_spacing():
-    grid = lambda spacing, n, offset=0: DDIMSampler(SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset).timesteps.tolist()
+    grid = lambda spacing, n, offset=0: DDIMSampler(
+        SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset
+    ).timesteps.tolist()
     assert grid("leading", 10) == list(range(900, -1, -100))
     assert grid("leading", 10, offset=1) == list(range(901, 0, -100))
     assert grid("trailing", 10) == list(range(999, 0, -100))
@@ -152,9 +162,14 @@ def test_timestep_grids_for_each_spacing():
 def test_ddpm_accepts_any_t_on_the_full_chain_and_only_grid_t_on_a_subset():
     x = torch.randn(1, 4)
     DDPMSampler(SMALL).step(x, 37, x)
-    with pytest.raises(ValueError, match=r"t must be one of the sampler's 10 timesteps \(90, 80, 70, 60, 50, 40, 30, 20, 10, 0\), got 37"):
+    with pytest.raises(
+        ValueError,
+        match=r"t must be one of the sampler's 10 timesteps \(90, 80, 70, 60, 50, 40, 30, 20, 10, 0\), got 37",
+    ):
         DDPMSampler(SMALL, num_inference_steps=10).step(x, 37, x)
-    with pytest.raises(ValueError, match=r"t must be one of the sampler's 100 timesteps \(99, 98, 97, \.\.\., 2, 1, 0\), got 100"):
+    with pytest.raises(
+        ValueError, match=r"t must be one of the sampler's 100 timesteps \(99, 98, 97, \.\.\., 2, 1, 0\), got 100"
+    ):
         DDPMSampler(SMALL).step(x, 100, x)
 
 

@@ -78,7 +78,9 @@ def test_posterior_is_the_bayes_product(name, t, x0, xt):
     alpha_bar_prev = schedule.alphas_cumprod[t - 1].item()
     precision = alpha / beta + 1 / (1 - alpha_bar_prev)
     expected_var = 1 / precision
-    expected_mean = expected_var * (math.sqrt(alpha) * xt / beta + math.sqrt(alpha_bar_prev) * x0 / (1 - alpha_bar_prev))
+    expected_mean = expected_var * (
+        math.sqrt(alpha) * xt / beta + math.sqrt(alpha_bar_prev) * x0 / (1 - alpha_bar_prev)
+    )
     mean, var, log_var = schedule.q_posterior(
         torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xt]], dtype=torch.float64), torch.tensor([t])
     )
@@ -228,7 +230,9 @@ def test_min_snr_weight_is_finite_at_zero_snr():
     snr = torch.tensor([0.0, 0.5, 5.0, 50.0], dtype=torch.float64)
     torch.testing.assert_close(min_snr_weight(snr, 5.0, "eps"), torch.tensor([1.0, 1.0, 1.0, 0.1], dtype=torch.float64))
     torch.testing.assert_close(min_snr_weight(snr, 5.0, "x0"), torch.tensor([0.0, 0.5, 5.0, 5.0], dtype=torch.float64))
-    torch.testing.assert_close(min_snr_weight(snr, 5.0, "v"), torch.tensor([0.0, 0.5 / 1.5, 5 / 6, 5 / 51], dtype=torch.float64))
+    torch.testing.assert_close(
+        min_snr_weight(snr, 5.0, "v"), torch.tensor([0.0, 0.5 / 1.5, 5 / 6, 5 / 51], dtype=torch.float64)
+    )
 
 
 def test_named_coefficients_are_their_equations():
@@ -236,10 +240,18 @@ def test_named_coefficients_are_their_equations():
     alpha_bar, alpha_bar_prev, betas = schedule.alphas_cumprod, schedule.alphas_cumprod_prev, schedule.betas
     torch.testing.assert_close(schedule.sqrt_alphas_cumprod**2, alpha_bar, rtol=0, atol=1e-15)
     torch.testing.assert_close(schedule.sqrt_one_minus_alphas_cumprod**2, 1 - alpha_bar, rtol=0, atol=1e-15)
-    torch.testing.assert_close(schedule.sqrt_recip_alphas_cumprod * schedule.sqrt_alphas_cumprod, torch.ones_like(alpha_bar))
+    torch.testing.assert_close(
+        schedule.sqrt_recip_alphas_cumprod * schedule.sqrt_alphas_cumprod, torch.ones_like(alpha_bar)
+    )
     # DDPM eq. 7: mu_tilde = coef1 x_0 + coef2 x_t; for x_0 = x_t = 1 it is coef1 + coef2
     t = torch.arange(1000)
-    mean, variance, _ = schedule.q_posterior(torch.ones(1000, 1, dtype=torch.float64), torch.ones(1000, 1, dtype=torch.float64), t)
-    torch.testing.assert_close(mean[:, 0], schedule.posterior_mean_coef1 + schedule.posterior_mean_coef2, rtol=0, atol=1e-15)
-    torch.testing.assert_close(schedule.posterior_mean_coef1, alpha_bar_prev.sqrt() * betas / (1 - alpha_bar), rtol=0, atol=1e-15)
+    mean, variance, _ = schedule.q_posterior(
+        torch.ones(1000, 1, dtype=torch.float64), torch.ones(1000, 1, dtype=torch.float64), t
+    )
+    torch.testing.assert_close(
+        mean[:, 0], schedule.posterior_mean_coef1 + schedule.posterior_mean_coef2, rtol=0, atol=1e-15
+    )
+    torch.testing.assert_close(
+        schedule.posterior_mean_coef1, alpha_bar_prev.sqrt() * betas / (1 - alpha_bar), rtol=0, atol=1e-15
+    )
     torch.testing.assert_close(variance[:, 0], (1 - alpha_bar_prev) / (1 - alpha_bar) * betas, rtol=0, atol=1e-15)

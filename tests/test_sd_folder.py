@@ -100,7 +100,9 @@ def test_same_image_as_diffusers_stable_diffusion_pipeline(sd_folder):
     with torch.no_grad():
         for t in sampler.timesteps:
             # one batch of 2B, unconditional half first (pipelines/sampling.py)
-            eps_uncond, eps_cond = sd.unet(torch.cat([z, z]), torch.full((4,), int(t)), torch.cat([uncond, cond])).chunk(2)
+            eps_uncond, eps_cond = sd.unet(
+                torch.cat([z, z]), torch.full((4,), int(t)), torch.cat([uncond, cond])
+            ).chunk(2)
             z = sampler.step(classifier_free_guidance(eps_uncond, eps_cond, guidance), t, z)
         images = (sd.vae.decode_latents(z) / 2 + 0.5).clamp(0, 1)  # [-1, 1] -> [0, 1], as output_type="pt"
     assert images.shape == expected.shape == (2, 3, 16, 16)
@@ -157,7 +159,9 @@ def test_scheduler_config_maps_to_schedule_and_ddim_settings():
             "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
             "steps_offset": 1, "trained_betas": None}  # fmt: skip
     schedule, settings = schedule_from_diffusers(sd15)
-    torch.testing.assert_close(NoiseSchedule(schedule).alphas_cumprod.float(), DDIMScheduler.from_config(sd15).alphas_cumprod)
+    torch.testing.assert_close(
+        NoiseSchedule(schedule).alphas_cumprod.float(), DDIMScheduler.from_config(sd15).alphas_cumprod
+    )
     assert (settings.prediction_type, settings.steps_offset, settings.final_alpha_bar_is_one) == ("eps", 1, False)
     _, settings = schedule_from_diffusers({"prediction_type": "v_prediction", "timestep_spacing": "trailing"})
     assert (settings.prediction_type, settings.timestep_spacing, settings.clip_sample) == ("v", "trailing", True)

@@ -17,8 +17,16 @@ TINY = TextEncoderConfig(vocab_size=64, context_length=12, width=32, num_layers=
 
 def _hf_model(hidden_act: str, eos_token_id: int) -> CLIPTextModel:
     config = CLIPTextConfig(
-        vocab_size=100, hidden_size=32, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
-        max_position_embeddings=16, hidden_act=hidden_act, eos_token_id=eos_token_id, bos_token_id=98, pad_token_id=0,
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        hidden_act=hidden_act,
+        eos_token_id=eos_token_id,
+        bos_token_id=98,
+        pad_token_id=0,
     )
     return CLIPTextModel(config).eval()
 
@@ -48,7 +56,9 @@ def test_matches_transformers_clip_text_model(hidden_act, eos_token_id, end):
         hidden, pooled = ours(tokens)
     torch.testing.assert_close(hidden, expected.last_hidden_state, atol=1e-5, rtol=0)
     torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-5, rtol=0)
-    assert tokens.argmax(dim=-1).tolist() == ([13, 4, 3] if end == 99 else [0, 0, 0])  # with end 50, argmax finds the start token 98
+    assert tokens.argmax(dim=-1).tolist() == (
+        [13, 4, 3] if end == 99 else [0, 0, 0]
+    )  # with end 50, argmax finds the start token 98
 
 
 def test_converter_rejects_a_wrong_state_dict():
@@ -115,8 +125,15 @@ def test_bad_inputs_are_explained():
 
 def test_an_mlp_width_that_is_no_round_ratio_loads_exactly():
     # 61 / 56 * 56 is 60.99999..., which a ratio floored to an int would turn into 60
-    config = CLIPTextConfig(vocab_size=100, hidden_size=56, intermediate_size=61, num_hidden_layers=1,
-                            num_attention_heads=4, max_position_embeddings=16, eos_token_id=2)
+    config = CLIPTextConfig(
+        vocab_size=100,
+        hidden_size=56,
+        intermediate_size=61,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        eos_token_id=2,
+    )
     hf = CLIPTextModel(config).eval()
     ours = text_encoder_from_hf(hf).eval()
     assert ours.blocks[0].mlp.fc1.out_features == 61
@@ -126,9 +143,16 @@ def test_an_mlp_width_that_is_no_round_ratio_loads_exactly():
 
 
 def test_text_projection_is_kept_and_matches_text_embeds():
-    config = CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
-                            num_attention_heads=4, max_position_embeddings=16, projection_dim=24,
-                            eos_token_id=50)
+    config = CLIPTextConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        projection_dim=24,
+        eos_token_id=50,
+    )
     hf = CLIPTextModelWithProjection(config).eval()
     ours = text_encoder_from_hf(hf).eval()
     assert ours.cfg.projection_dim == 24

@@ -82,7 +82,7 @@ def test_any_string_round_trips_up_to_spaces(tok, text):
     assert _no_space(tok.decode(ids)) == _no_space("".join(pre_tokenize(clean_text(text))))
     row = tok([text], context_length=32, truncate=True)[0]
     n = min(len(ids), 30)
-    assert row[0] == tok.sot_token_id and row[n + 1] == tok.eot_token_id and row[:n + 1].tolist()[1:] == ids[:n]
+    assert row[0] == tok.sot_token_id and row[n + 1] == tok.eot_token_id and row[: n + 1].tolist()[1:] == ids[:n]
 
 
 def test_a_character_no_branch_of_clips_pattern_matches_is_dropped_as_open_clip_drops_it(tok):

@@ -23,7 +23,16 @@ def test_toy_corpus_merges_worked_out_by_hand():
     # 6. (n,ewest</w>) 6                                 -> newest</w>
     # 7. (lo,w</w>) 5                                     -> low</w>
     # 8. (w,i) 3, (i,d) 3, (d,est</w>) 3 tie (lower's pairs are 2): (d,est</w>)
-    expected = [("e", "s"), ("es", "t</w>"), ("l", "o"), ("e", "w"), ("ew", "est</w>"), ("n", "ewest</w>"), ("lo", "w</w>"), ("d", "est</w>")]
+    expected = [
+        ("e", "s"),
+        ("es", "t</w>"),
+        ("l", "o"),
+        ("e", "w"),
+        ("ew", "est</w>"),
+        ("n", "ewest</w>"),
+        ("lo", "w</w>"),
+        ("d", "est</w>"),
+    ]
     assert train_bpe(TOY, 8) == expected
 
 
@@ -34,7 +43,12 @@ def test_stops_when_every_word_is_one_symbol():
 
 def test_incremental_counts_match_counting_from_scratch():
     """Replay the learned merges on the word list and recount all pairs before each one."""
-    corpus = [f"a {c} {s} at the {p}" for c in ("red", "green", "blue") for s in ("circle", "square", "star") for p in ("top", "bottom left")] * 3
+    corpus = [
+        f"a {c} {s} at the {p}"
+        for c in ("red", "green", "blue")
+        for s in ("circle", "square", "star")
+        for p in ("top", "bottom left")
+    ] * 3
     corpus += ["it's 2024: naïve café, 日本語 😀"]
     merges = train_bpe(corpus, 40)
     words = word_frequencies(corpus)

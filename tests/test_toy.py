@@ -22,7 +22,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-
 def test_toy_points_have_the_documented_shape_and_scale():
     for dataset in ("moons", "eight_gaussians"):
         points = make_toy_points(4000, dataset, torch.Generator().manual_seed(0))

@@ -92,7 +92,9 @@ def test_a_trained_model_is_never_overwritten_by_accident(tmp_path):
     with pytest.raises(RunError, match="it has trained 2 steps, more than the 1 asked for"):
         train_ldm(tiny_ldm(), data, TrainConfig(steps=1, batch_size=4, resume=True), out_dir=tmp_path, progress=False)
     other = tiny_ldm(prediction_type="v")
-    with pytest.raises(RunError, match=r"its model config differs: prediction_type \('eps' in the checkpoint, 'v' now\)"):
+    with pytest.raises(
+        RunError, match=r"its model config differs: prediction_type \('eps' in the checkpoint, 'v' now\)"
+    ):
         train_ldm(other, data, TrainConfig(steps=3, batch_size=4, resume=True), out_dir=tmp_path, progress=False)
     train_ldm(tiny_ldm(), data, TrainConfig(steps=1, batch_size=4), out_dir=tmp_path, progress=False, overwrite=True)
     assert load_checkpoint(tmp_path / "ldm.pt")["training"]["step"] == 1

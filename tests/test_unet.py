@@ -61,10 +61,14 @@ def test_parity_with_diffusers(name):
 
 def test_stable_diffusion_1x_layout_converts_key_for_key():
     sd_config = {
-        "in_channels": 4, "out_channels": 4, "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (320, 640, 1280, 1280),
+        "layers_per_block": 2,
         "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        "cross_attention_dim": 768, "attention_head_dim": 8,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
     }
     with torch.device("meta"):  # shapes only: no memory, no weights
         ref = UNet2DConditionModel(**sd_config)
@@ -144,8 +148,16 @@ def test_bad_config_raises():
 
 def test_a_level_without_attention_need_not_split_into_heads():
     # the demo's f = 2 U-Net: 16 channels at 16x16 with no attention, heads of 32 below
-    cfg = UNetConfig(in_channels=4, base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
-                     head_dim=32, context_dim=8, norm_groups=8)
+    cfg = UNetConfig(
+        in_channels=4,
+        base_channels=16,
+        channel_mult=(1, 2, 4),
+        num_res_blocks=1,
+        attention_levels=(1, 2),
+        head_dim=32,
+        context_dim=8,
+        norm_groups=8,
+    )
     unet = UNet(cfg)
     out = unet(torch.randn(2, 4, 8, 8), torch.tensor([1, 500]), context=torch.randn(2, 3, 8))
     assert out.shape == (2, 4, 8, 8)
@@ -204,7 +216,9 @@ def test_float64_matches_diffusers_and_bfloat16_runs_without_autocast():
     with torch.no_grad():
         full = ours(**args)
         for dtype, atol in ((torch.float64, 1e-12), (torch.bfloat16, 3e-2)):  # bfloat16 keeps 8 bits: ~0.4% a step
-            cast = {k: v.to(dtype) if v is not None and v.is_floating_point() and k != "t" else v for k, v in args.items()}
+            cast = {
+                k: v.to(dtype) if v is not None and v.is_floating_point() and k != "t" else v for k, v in args.items()
+            }
             out_ours = ours.to(dtype)(**cast)
             out_ref = diffusers_forward(ref.to(dtype), **cast)
             assert out_ours.dtype == dtype

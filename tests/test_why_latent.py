@@ -76,16 +76,18 @@ def test_spaces_table_rows_and_ratios_from_measurements(data):
     ratios = why_latent.ratios_vs_pixel(f4, pixel)
     assert ratios["train"] == pytest.approx(f4["cached"] / pixel["cached"])
     row = next(line for line in lines if line.startswith("latent f=4") and line.rstrip().endswith("x"))
-    assert row.split() == ["latent", "f=4"] + [f"{ratios[k]:.{p}f}x" for k, p in
-                                                (("train", 2), ("train on the fly", 2), ("memory", 1), ("sample", 2))]
+    assert row.split() == ["latent", "f=4"] + [
+        f"{ratios[k]:.{p}f}x" for k, p in (("train", 2), ("train on the fly", 2), ("memory", 1), ("sample", 2))
+    ]
     targets = why_latent.target_lines(results, CPU)
     assert len(targets) == 3 and all("not measured" in line for line in targets)
 
 
 def test_quality_at_equal_time_runs_the_trainer(data, tmp_path):
     cfg = BenchConfig.quick()
-    ldm, report = why_latent.quality_at_equal_time(SPACES[1], cfg, step_seconds=0.25, train_data=data, device=CPU,
-                                                   out_dir=tmp_path)
+    ldm, report = why_latent.quality_at_equal_time(
+        SPACES[1], cfg, step_seconds=0.25, train_data=data, device=CPU, out_dir=tmp_path
+    )
     assert report["steps"] == 4  # train_seconds / step_seconds
     assert (tmp_path / "autoencoder_f4_16px_8ch_2steps.pt").is_file()
     labels = data.labels[:4]
@@ -95,15 +97,30 @@ def test_quality_at_equal_time_runs_the_trainer(data, tmp_path):
 
 def test_levers_table_ratios_from_measurements(monkeypatch):
     # a small U-Net in unet_speed's configuration (16x16x4 latents), so the test takes seconds
-    for key, value in {"base_channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_levels": (1,),
-                           "num_heads": 4, "context_dim": 32}.items():
+    for key, value in {
+        "base_channels": 32,
+        "channel_mult": (1, 2),
+        "num_res_blocks": 1,
+        "attention_levels": (1,),
+        "num_heads": 4,
+        "context_dim": 32,
+    }.items():
         monkeypatch.setitem(why_latent.REFERENCE, key, value)
     cfg = dataclasses.replace(BenchConfig.quick(), warmup=0)
-    chosen = [lever for lever in why_latent.levers(compile_full_stack=False) if lever.name in ("plain fp32 eager", "full stack")]
+    chosen = [
+        lever
+        for lever in why_latent.levers(compile_full_stack=False)
+        if lever.name in ("plain fp32 eager", "full stack")
+    ]
     results = {lever.name: why_latent.measure_lever(lever, cfg, batch=1, device=CPU) for lever in chosen}
     lines = why_latent.levers_table(results, 1, CPU)
     ours, ref = results["full stack"]["minildm"], results["full stack"]["diffusers"]
-    assert lines[3].split()[:5] == ["full", "stack", f"{ours['img/s']:.1f}", f"{ref['img/s']:.1f}",
-                                    f"{ours['img/s'] / ref['img/s']:.2f}"]
+    assert lines[3].split()[:5] == [
+        "full",
+        "stack",
+        f"{ours['img/s']:.1f}",
+        f"{ref['img/s']:.1f}",
+        f"{ours['img/s'] / ref['img/s']:.2f}",
+    ]
     speedup = ours["img/s"] / results["plain fp32 eager"]["minildm"]["img/s"]
     assert any(line.startswith(f"\nfull stack / plain fp32 eager: minildm {speedup:.2f}x") for line in lines)

@@ -8,7 +8,6 @@ base_channels=128, channel_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=
 
 from dataclasses import dataclass
 
-
 KINDS = ("kl", "vq")
 
 

@@ -72,7 +72,9 @@ class Decoder(nn.Module):
         previous = channels[-1]
         for i in reversed(range(len(channels))):
             resample = Upsample(channels[i]) if i > 0 else nn.Identity()
-            self.levels.append(AutoencoderLevel(previous, channels[i], cfg.num_res_blocks + 1, cfg.norm_groups, resample))
+            self.levels.append(
+                AutoencoderLevel(previous, channels[i], cfg.num_res_blocks + 1, cfg.norm_groups, resample)
+            )
             previous = channels[i]
         self.norm_out = group_norm(channels[0], cfg.norm_groups)
         self.conv_out = nn.Conv2d(channels[0], cfg.in_channels, 3, padding=1)

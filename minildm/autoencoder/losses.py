@@ -138,4 +138,8 @@ class AutoencoderLoss(nn.Module):
         logits_fake = self.discriminator(x_rec.detach())
         d_loss = hinge_d_loss if self.gan_loss == "hinge" else non_saturating_d_loss
         loss = d_loss(logits_real, logits_fake)
-        return loss, {"d_loss": loss.item(), "logits_real": logits_real.mean().item(), "logits_fake": logits_fake.mean().item()}
+        return loss, {
+            "d_loss": loss.item(),
+            "logits_real": logits_real.mean().item(),
+            "logits_fake": logits_fake.mean().item(),
+        }

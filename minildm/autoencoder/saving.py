@@ -7,7 +7,6 @@ run adds a "training" entry (step, optimizer and discriminator states, history) 
 import os
 from dataclasses import asdict
 
-
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.first_stage import FirstStage, build_autoencoder
 from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint, save_checkpoint
@@ -31,12 +30,16 @@ def save_autoencoder(model: FirstStage, path: str | os.PathLike, extra: dict | N
 def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
     """Rebuild the model from a loaded checkpoint dict, in eval mode."""
     if checkpoint["kind"] != "minildm.Autoencoder":
-        raise CheckpointError(f"this checkpoint holds a {checkpoint['kind']!r}, expected an autoencoder (train-autoencoder)")
+        raise CheckpointError(
+            f"this checkpoint holds a {checkpoint['kind']!r}, expected an autoencoder (train-autoencoder)"
+        )
     try:
         model = build_autoencoder(AutoencoderConfig(**checkpoint["config"]))
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"this autoencoder checkpoint does not match this version of minildm: {error_summary(err)}") from err
+        raise CheckpointError(
+            f"this autoencoder checkpoint does not match this version of minildm: {error_summary(err)}"
+        ) from err
     if abs(float(model.scale_factor) - checkpoint["scale_factor"]) > 1e-6 * abs(checkpoint["scale_factor"]):
         raise CheckpointError(
             f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's {float(model.scale_factor)}"

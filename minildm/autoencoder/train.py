@@ -130,7 +130,9 @@ def train_autoencoder(
     start = 0
     out_dir = Path(out_dir) if out_dir else None
     path = out_dir / "autoencoder.pt" if out_dir else None
-    state = checkpoint_to_resume(path, config.resume, overwrite, ("config", "state_dict", "training"), "--autoencoder_train.resume")
+    state = checkpoint_to_resume(
+        path, config.resume, overwrite, ("config", "state_dict", "training"), "--autoencoder_train.resume"
+    )
     if state is not None:
         check_resume(path, state["config"], asdict(model.config), state["training"]["step"], config.steps)
         model.load_state_dict(state["state_dict"])
@@ -152,7 +154,13 @@ def train_autoencoder(
         save_autoencoder(model, path, extra={"training": training})
 
     fixed = images[:8].to(device)  # the same images in every reconstruction grid
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not show_progress(progress), desc="autoencoder")
+    bar = tqdm(
+        range(start, config.steps),
+        initial=start,
+        total=config.steps,
+        disable=not show_progress(progress),
+        desc="autoencoder",
+    )
     for step in bar:
         generator = step_generator(seed, step)
         index = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)

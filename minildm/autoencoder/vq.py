@@ -86,7 +86,9 @@ class VQAutoencoder(nn.Module):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
         if cfg.kind != self.kind:
-            raise ValueError(f"{type(self).__name__} needs AutoencoderConfig(kind={self.kind!r}), got kind={cfg.kind!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs AutoencoderConfig(kind={self.kind!r}), got kind={cfg.kind!r}"
+            )
         self.config = cfg
         c = cfg.latent_channels
         self.encoder = Encoder(cfg, out_channels=c)
@@ -131,5 +133,9 @@ class VQAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """For training: x~, the codebook loss L_vq and its logs (the generator is unused: VQ is deterministic)."""
         x_rec, quantized = self(x)
-        logs = {"codebook_loss": quantized.loss.item(), "perplexity": quantized.perplexity.item(), "usage": quantized.usage.item()}
+        logs = {
+            "codebook_loss": quantized.loss.item(),
+            "perplexity": quantized.perplexity.item(),
+            "usage": quantized.usage.item(),
+        }
         return x_rec, quantized.loss, logs

@@ -53,7 +53,7 @@ def save_lora(unet: torch.nn.Module, path: str | Path) -> Path:
     settings = {(layer.rank, layer.alpha) for layer in layers.values()}
     if len(settings) != 1:
         raise ValueError(f"one rank and alpha for all layers can be saved, got (rank, alpha) {sorted(settings)}")
-    (rank, alpha), = settings
+    ((rank, alpha),) = settings
     tensors = {}
     for name, layer in layers.items():
         target = PREFIX + diffusers_name(name)
@@ -93,7 +93,9 @@ def load_lora(unet: torch.nn.Module, path: str | Path, alpha: float | None = Non
     suffixes = (".lora_A.weight", ".lora_B.weight")
     if not tensors or not all(key.endswith(suffixes) for key in tensors):
         odd = next((key for key in tensors if not key.endswith(suffixes)), None)
-        raise ValueError(f"{path} is not a peft-format LoRA file ('<layer>.lora_A.weight' / '.lora_B.weight'), got {odd!r}")
+        raise ValueError(
+            f"{path} is not a peft-format LoRA file ('<layer>.lora_A.weight' / '.lora_B.weight'), got {odd!r}"
+        )
     renamed = convert_state_dict(tensors)  # diffusers module names -> minildm's
     layers = sorted({key.removesuffix(".lora_A.weight").removesuffix(".lora_B.weight") for key in renamed})
     if alpha is not None and "lora_alpha" in config and config["lora_alpha"] != alpha:
@@ -108,5 +110,7 @@ def load_lora(unet: torch.nn.Module, path: str | Path, alpha: float | None = Non
         add_lora_to(unet, name, rank, layer_alpha)
     missing, unexpected = unet.load_state_dict(renamed, strict=False)
     if unexpected or any(".lora_" in key for key in missing):
-        raise ValueError(f"{path} does not fit this U-Net: unexpected {unexpected[:3]}, missing {[k for k in missing if '.lora_' in k][:3]}")
+        raise ValueError(
+            f"{path} does not fit this U-Net: unexpected {unexpected[:3]}, missing {[k for k in missing if '.lora_' in k][:3]}"
+        )
     return layers

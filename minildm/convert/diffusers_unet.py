@@ -101,7 +101,9 @@ def config_from_diffusers(config: dict) -> UNetConfig:
             raise ValueError(f"minildm.UNet supports diffusers {name}={value!r} only, got {config[name]!r}")
     class_embed_type = config.get("class_embed_type")
     if class_embed_type not in (None, "simple_projection"):
-        raise ValueError(f"minildm.UNet supports class_embed_type None or 'simple_projection', got {class_embed_type!r}")
+        raise ValueError(
+            f"minildm.UNet supports class_embed_type None or 'simple_projection', got {class_embed_type!r}"
+        )
     channels = list(config["block_out_channels"])
     base = channels[0]
     if any(c % base for c in channels):
@@ -109,7 +111,10 @@ def config_from_diffusers(config: dict) -> UNetConfig:
     down_types = list(config["down_block_types"])
     attention_levels = tuple(i for i, kind in enumerate(down_types) if kind == "CrossAttnDownBlock2D")
     up_types = ["CrossAttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in range(len(channels))][::-1]
-    if any(kind not in ("DownBlock2D", "CrossAttnDownBlock2D") for kind in down_types) or list(config["up_block_types"]) != up_types:
+    if (
+        any(kind not in ("DownBlock2D", "CrossAttnDownBlock2D") for kind in down_types)
+        or list(config["up_block_types"]) != up_types
+    ):
         raise ValueError(
             f"need DownBlock2D/CrossAttnDownBlock2D blocks mirrored by up_block_types {up_types}, "
             f"got {down_types} and {list(config['up_block_types'])}"
@@ -127,7 +132,9 @@ def config_from_diffusers(config: dict) -> UNetConfig:
     elif len(widths) == 1:
         num_heads, head_dim = 8, widths.pop()
     else:
-        raise ValueError(f"attention_head_dim must be one head count or give one head width, got {heads} for {channels}")
+        raise ValueError(
+            f"attention_head_dim must be one head count or give one head width, got {heads} for {channels}"
+        )
 
     cross = config.get("cross_attention_dim", 1280)
     if isinstance(cross, int):
@@ -179,8 +186,12 @@ def diffusers_config(cfg: UNetConfig) -> dict:
     return {
         "in_channels": cfg.in_channels + cfg.extra_in_channels,
         "out_channels": cfg.out_channels,
-        "down_block_types": tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels),
-        "up_block_types": tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in levels)[::-1],
+        "down_block_types": tuple(
+            "CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels
+        ),
+        "up_block_types": tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in levels)[
+            ::-1
+        ],
         "block_out_channels": tuple(channels),
         "layers_per_block": cfg.num_res_blocks,
         "dropout": cfg.dropout,

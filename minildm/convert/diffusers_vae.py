@@ -53,7 +53,9 @@ def config_from_diffusers(config: dict) -> AutoencoderConfig:
     """The AutoencoderConfig equal to a diffusers AutoencoderKL config (dict or FrozenDict)."""
     for key, expected in FIXED_SETTINGS.items():
         if config.get(key, expected) != expected:
-            raise ValueError(f"minildm's AutoencoderKL needs {key}={expected!r}, the diffusers config has {config[key]!r}")
+            raise ValueError(
+                f"minildm's AutoencoderKL needs {key}={expected!r}, the diffusers config has {config[key]!r}"
+            )
     for key, block in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
         if any(kind != block for kind in config[key]):
             raise ValueError(f"minildm's AutoencoderKL needs every {key} to be {block!r}, got {config[key]}")

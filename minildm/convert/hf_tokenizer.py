@@ -74,7 +74,9 @@ def read_vocab_and_merges(folder: Path) -> tuple[dict[str, int], list[tuple[str,
     if (folder / "tokenizer.json").is_file():
         model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
         if model.get("type") != "BPE" or model.get("end_of_word_suffix") != "</w>":
-            raise ValueError(f"{folder}/tokenizer.json is not a CLIP BPE tokenizer (type BPE, end_of_word_suffix '</w>')")
+            raise ValueError(
+                f"{folder}/tokenizer.json is not a CLIP BPE tokenizer (type BPE, end_of_word_suffix '</w>')"
+            )
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
         return model["vocab"], merges[: len(model["vocab"]) - NUM_BYTE_SYMBOLS - 2]
     raise FileNotFoundError(f"tokenizer folder {folder} has no merges.txt and vocab.json (nor a tokenizer.json)")

@@ -109,7 +109,9 @@ def load_stable_diffusion_folder(
         read_json(root / "unet" / "config.json"), read_weights(root / "unet", "diffusion_pytorch_model", variant)
     )
     if unet.cfg.context_dim is None:
-        raise ValueError(f"{root}/unet/config.json describes a U-Net without cross-attention: not a text-to-image model")
+        raise ValueError(
+            f"{root}/unet/config.json describes a U-Net without cross-attention: not a text-to-image model"
+        )
     vae = load_diffusers_vae(
         read_json(root / "vae" / "config.json"), read_weights(root / "vae", "diffusion_pytorch_model", variant)
     )

@@ -63,12 +63,16 @@ def ensure_file(remote: RemoteFile, folder: Path, download: bool) -> Path:
     """The verified local path of `remote` inside `folder`, downloading it if allowed."""
     path = Path(folder) / remote.filename
     if path.exists() and not path.is_file():
-        raise DatasetCorruptError(f"{path} is a folder or a special file, expected the file {remote.filename} from {remote.url}")
+        raise DatasetCorruptError(
+            f"{path} is a folder or a special file, expected the file {remote.filename} from {remote.url}"
+        )
     if path.is_file():
         verify(path, remote)
         return path
     if not download:
-        raise DatasetUnavailableError(f"{path} is missing: download {remote.url} and place it at {path}, or pass download=True")
+        raise DatasetUnavailableError(
+            f"{path} is missing: download {remote.url} and place it at {path}, or pass download=True"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     try:

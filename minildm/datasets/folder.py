@@ -26,7 +26,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # Decoding costs 3 bytes a pixel before the crop: 8192 x 8192 is 192 MiB, far above the 32 to
 # 256 px that minildm trains at; a larger header is a huge photo or a forged (decompression bomb) file.
 MAX_IMAGE_PIXELS = 8192 * 8192
-UNREADABLE_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)  # what Pillow raises for a broken file
+UNREADABLE_IMAGE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+)  # what Pillow raises for a broken file
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -44,17 +50,23 @@ def read_text(path: Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DatasetCorruptError(f"{path} line {line} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from err
+        raise DatasetCorruptError(
+            f"{path} line {line} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8"
+        ) from err
 
 
 def path_inside(folder: Path, name: str, where: str) -> Path:
     """`folder / name`, refused unless it stays inside `folder` (no absolute path, no '..', no link out)."""
     relative = Path(name)
     if "\x00" in name or relative.is_absolute() or ".." in relative.parts:
-        raise DatasetCorruptError(f"{where}: 'file' must be a relative path inside the dataset folder, got {_short(name)}")
+        raise DatasetCorruptError(
+            f"{where}: 'file' must be a relative path inside the dataset folder, got {_short(name)}"
+        )
     path = folder / relative
     if not path.resolve().is_relative_to(folder.resolve()):
-        raise DatasetCorruptError(f"{where}: {name!r} leads outside the dataset folder {folder} through a symbolic link")
+        raise DatasetCorruptError(
+            f"{where}: {name!r} leads outside the dataset folder {folder} through a symbolic link"
+        )
     if not path.is_file():
         raise DatasetCorruptError(f"{where} names {name!r}, but {path} is not a file")
     return path
@@ -95,9 +107,17 @@ def read_entries(folder: Path) -> list[dict]:
     for image_path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         caption_path = image_path.with_suffix(".txt")
         if not caption_path.is_file():
-            raise DatasetCorruptError(f"{image_path} has no caption: write {caption_path} or a captions.jsonl in {folder}")
+            raise DatasetCorruptError(
+                f"{image_path} has no caption: write {caption_path} or a captions.jsonl in {folder}"
+            )
         where = f"{image_path.name} in {folder}"
-        entries.append({"file": image_path.name, "caption": read_text(caption_path).strip(), "path": path_inside(folder, image_path.name, where)})
+        entries.append(
+            {
+                "file": image_path.name,
+                "caption": read_text(caption_path).strip(),
+                "path": path_inside(folder, image_path.name, where),
+            }
+        )
     return entries
 
 
@@ -110,7 +130,9 @@ def open_image(path: Path) -> Image.Image:
     except Image.DecompressionBombError as err:
         claimed = re.search(r"\((\d+) pixels\)", str(err))
         pixels = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
-        raise DatasetCorruptError(f"{path} claims {pixels}, more than the limit of {MAX_IMAGE_PIXELS:,} (8192 x 8192); shrink it first") from err
+        raise DatasetCorruptError(
+            f"{path} claims {pixels}, more than the limit of {MAX_IMAGE_PIXELS:,} (8192 x 8192); shrink it first"
+        ) from err
     except UNREADABLE_IMAGE as err:
         raise DatasetCorruptError(f"{path} is not a readable image ({error_summary(err)})") from err
     width, height = image.size

@@ -33,7 +33,12 @@ class IDXDatasetSpec:
 
 
 def _spec(name: str, base_url: str, md5s: tuple[str, str, str, str], class_names: tuple[str, ...]) -> IDXDatasetSpec:
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    names = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
     remote = [RemoteFile(base_url + n, n, md5) for n, md5 in zip(names, md5s)]
     return IDXDatasetSpec(name, class_names, {"train": (remote[0], remote[1]), "test": (remote[2], remote[3])})
 
@@ -86,11 +91,15 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != IDX_UINT8 or magic[3] == 0:
-                raise DatasetCorruptError(f"{path} does not start with an IDX uint8 header (0, 0, 0x08, ndim >= 1), got {magic!r}")
+                raise DatasetCorruptError(
+                    f"{path} does not start with an IDX uint8 header (0, 0, 0x08, ndim >= 1), got {magic!r}"
+                )
             ndim = magic[3]
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
-                raise DatasetCorruptError(f"{path} is truncated in its header: it announces {ndim} dimensions but holds {len(raw_dims)} of their {4 * ndim} bytes")
+                raise DatasetCorruptError(
+                    f"{path} is truncated in its header: it announces {ndim} dimensions but holds {len(raw_dims)} of their {4 * ndim} bytes"
+                )
             dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
             expected = _expected_bytes(path, dims, 4 + 4 * ndim, gzipped)
             data = _read_at_most(f, expected + 1)  # one byte more reveals trailing data
@@ -104,7 +113,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
-def load_idx_dataset(spec: IDXDatasetSpec, split: str = "train", root: Path | None = None, download: bool = False, size: int = 32) -> LabelledImages:
+def load_idx_dataset(
+    spec: IDXDatasetSpec, split: str = "train", root: Path | None = None, download: bool = False, size: int = 32
+) -> LabelledImages:
     """MNIST-style dataset -> LabelledImages with images (N, 3, size, size) in [-1, 1] and labels (N,)."""
     if split not in spec.files:
         raise ValueError(f"split must be one of {tuple(spec.files)}, got {split!r}")
@@ -119,4 +130,8 @@ def load_idx_dataset(spec: IDXDatasetSpec, split: str = "train", root: Path | No
     pixels = torch.from_numpy(images.copy()).float() / 127.5 - 1.0  # (N, 28, 28) in [-1, 1]
     # pad with the background value (-1) to size x size, centred
     pixels = torch.nn.functional.pad(pixels, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), value=-1.0)
-    return LabelledImages(pixels.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(labels.astype(np.int64)), spec.class_names)
+    return LabelledImages(
+        pixels.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(),
+        torch.from_numpy(labels.astype(np.int64)),
+        spec.class_names,
+    )

@@ -39,7 +39,9 @@ def signed_distance(shape_ids: torch.Tensor, centres: torch.Tensor, radii: torch
     # (the inradius) from its centre, which sits R/4 below the centre of its bounding box
     big_r = TRIANGLE_CIRCUMRADIUS * r
     dy_tri = dy - big_r / 4
-    edges = torch.maximum(dy_tri, torch.maximum(0.5 * math.sqrt(3) * dx - 0.5 * dy_tri, -0.5 * math.sqrt(3) * dx - 0.5 * dy_tri))
+    edges = torch.maximum(
+        dy_tri, torch.maximum(0.5 * math.sqrt(3) * dx - 0.5 * dy_tri, -0.5 * math.sqrt(3) * dx - 0.5 * dy_tri)
+    )
     triangle = edges - big_r / 2
     all_shapes = torch.stack(torch.broadcast_tensors(circle, square, triangle, diamond), dim=1)  # (B, 4, H, W)
     index = shape_ids.view(-1, 1, 1, 1).expand(-1, 1, size, size)
@@ -61,12 +63,18 @@ def hsv_to_rgb(hue_degrees: torch.Tensor, saturation: torch.Tensor, value: torch
 
 
 def textured_background(
-    colours: torch.Tensor, low_amplitude: torch.Tensor, grain_amplitude: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor], size: int
+    colours: torch.Tensor,
+    low_amplitude: torch.Tensor,
+    grain_amplitude: torch.Tensor,
+    noise: tuple[torch.Tensor, torch.Tensor],
+    size: int,
 ) -> torch.Tensor:
     """A plain background with mild texture, (B, 3, H, W) in [0, 1]: colour + low-frequency
     blotches (a 4x4 noise grid upsampled bilinearly) + fine grain, each with its own amplitude.
     `noise` = (low (B, 1, 4, 4), grain (B, 1, H, W)), standard normal."""
     low, grain = noise
-    blotches = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)  # (B, 1, H, W)
+    blotches = torch.nn.functional.interpolate(
+        low, size=(size, size), mode="bilinear", align_corners=False
+    )  # (B, 1, H, W)
     texture = low_amplitude.view(-1, 1, 1, 1) * blotches + grain_amplitude.view(-1, 1, 1, 1) * grain
     return (colours.view(-1, 3, 1, 1) + texture).clamp(0.0, 1.0)

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 from minildm.datasets.attributes import (
     COLOUR_HUES,
     COLOURS,
@@ -46,7 +47,6 @@ from minildm.datasets.render import (
     hsv_to_rgb,
     textured_background,
 )
-from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 GENERATOR_VERSION = 1  # bump when the pictures change, so stale caches are not reused
 SPLITS = ("train", "heldout", "all")
@@ -136,7 +136,9 @@ def sample_layout(config: ShapesConfig, rng: np.random.Generator) -> dict[str, n
     }
 
 
-def render_layout(layout: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def render_layout(
+    layout: dict[str, np.ndarray], size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw a layout: returns images (N, 3, H, W) uint8 and masks (N, 1, H, W) bool (all objects)."""
     n = len(layout["attributes"])
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
@@ -152,8 +154,13 @@ def render_layout(layout: dict[str, np.ndarray], size: int, rng: np.random.Gener
         # background: a pale, slightly tinted colour; half the images plain, half mildly textured
         background_rgb = hsv_to_rgb(uniform(0, 360), uniform(0.0, 0.15), uniform(0.7, 0.95))
         textured = torch.from_numpy(rng.random(b) < 0.5).float()
-        noise = (torch.from_numpy(rng.standard_normal((b, 1, 4, 4))).float(), torch.from_numpy(rng.standard_normal((b, 1, size, size))).float())
-        canvas = textured_background(background_rgb, textured * uniform(0.02, 0.08), textured * uniform(0.0, 0.03), noise, size)
+        noise = (
+            torch.from_numpy(rng.standard_normal((b, 1, 4, 4))).float(),
+            torch.from_numpy(rng.standard_normal((b, 1, size, size))).float(),
+        )
+        canvas = textured_background(
+            background_rgb, textured * uniform(0.02, 0.08), textured * uniform(0.0, 0.03), noise, size
+        )
         union = torch.zeros(b, size, size)
         for slot in range(2):
             attributes = torch.from_numpy(layout["attributes"][start:stop, slot])
@@ -204,7 +211,13 @@ def objects_from_arrays(attributes: np.ndarray, boxes: np.ndarray) -> list[list[
     for image_attributes, image_boxes in zip(attributes.tolist(), np.round(boxes, 2).tolist()):
         objects.append(
             [
-                {"shape": SHAPES[s], "colour": COLOURS[c], "size": SIZES[z], "position": POSITIONS[p], "box": tuple(box)}
+                {
+                    "shape": SHAPES[s],
+                    "colour": COLOURS[c],
+                    "size": SIZES[z],
+                    "position": POSITIONS[p],
+                    "box": tuple(box),
+                }
                 for (s, c, z, p), box in zip(image_attributes, image_boxes)
                 if s >= 0
             ]
@@ -242,4 +255,9 @@ class ShapesDataset(Dataset):
         return len(self.captions)
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": self.images[index], "mask": self.masks[index], "caption": self.captions[index], "labels": self.labels[index]}
+        return {
+            "image": self.images[index],
+            "mask": self.masks[index],
+            "caption": self.captions[index],
+            "labels": self.labels[index],
+        }

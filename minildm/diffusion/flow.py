@@ -48,7 +48,9 @@ def flow_matching_loss(model_output: torch.Tensor, x0: torch.Tensor, eps: torch.
     """|| v_theta(x_t, t) - (eps - x0) ||^2, the mean over every element and the batch."""
     target = flow_velocity_target(x0, eps)
     if model_output.shape != target.shape:
-        raise ValueError(f"model_output must have the target's shape {tuple(target.shape)}, got {tuple(model_output.shape)}")
+        raise ValueError(
+            f"model_output must have the target's shape {tuple(target.shape)}, got {tuple(model_output.shape)}"
+        )
     return ((model_output - target) ** 2).mean()
 
 

@@ -14,9 +14,7 @@ The same formula applies to x0 or v predictions, since each is linear in eps at 
 import torch
 
 
-def classifier_free_guidance(
-    eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float
-) -> torch.Tensor:
+def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """eps_uncond + guidance_scale (eps_cond - eps_uncond); tensors of one shape (B, ...)."""
     if eps_uncond.shape != eps_cond.shape:
         raise ValueError(

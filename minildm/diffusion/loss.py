@@ -53,7 +53,9 @@ def diffusion_loss(
     """
     target = schedule.target(prediction_type, x0, noise, t)
     if model_output.shape != target.shape:
-        raise ValueError(f"model_output must have the target's shape {tuple(target.shape)}, got {tuple(model_output.shape)}")
+        raise ValueError(
+            f"model_output must have the target's shape {tuple(target.shape)}, got {tuple(model_output.shape)}"
+        )
     per_sample = ((model_output - target) ** 2).flatten(1).mean(dim=1)  # (B,)
     if min_snr_gamma is None:
         return per_sample.mean()

@@ -35,7 +35,12 @@ from minildm.diffusion.sampler import EvaluationPlan, Sampler, predict_x0_eps
 from minildm.diffusion.schedule import NoiseSchedule
 
 # Adams-Bashforth coefficients for 1 to 4 past estimates (newest first), eq. 12 and sec. 3.3
-ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+ADAMS_BASHFORTH = {
+    1: (1.0,),
+    2: (3 / 2, -1 / 2),
+    3: (23 / 12, -16 / 12, 5 / 12),
+    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+}
 
 
 class PLMSSampler(Sampler):

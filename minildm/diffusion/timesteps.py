@@ -44,9 +44,7 @@ def inference_timesteps(
     else:
         raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
     if timesteps.max() >= num_train_timesteps or steps_offset < 0:
-        raise ValueError(
-            f"steps_offset={steps_offset} moves the timesteps outside [0, {num_train_timesteps - 1}]"
-        )
+        raise ValueError(f"steps_offset={steps_offset} moves the timesteps outside [0, {num_train_timesteps - 1}]")
     return torch.from_numpy(timesteps)
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 import torch
 
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 from minildm.datasets.attributes import COLOURS, SHAPES
 from minildm.datasets.shapes import (
     GENERATOR_VERSION,
@@ -27,21 +28,26 @@ from minildm.metrics.classifier import (
     head_accuracy,
     train_attribute_classifier,
 )
-from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 JUDGE_TRAIN_SAMPLES = 15000
 JUDGE_EVAL_SAMPLES = 2000
 
 
-def caption_match_accuracy(classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def caption_match_accuracy(
+    classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, float]:
     """images (N, 3, H, W) in [-1, 1], labels (N, 4) = (shape, colour, size, position) that
     the prompts asked for -> {"shape", "colour", "size", "position", "all"} accuracies."""
     if labels.ndim != 2 or labels.shape[1] != len(classifier.config.heads) or len(labels) != len(images):
-        raise ValueError(f"labels must be (N, {len(classifier.config.heads)}) for N={len(images)} images, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be (N, {len(classifier.config.heads)}) for N={len(images)} images, got {tuple(labels.shape)}"
+        )
     return head_accuracy(classifier, images, labels)
 
 
-def drawn_shapes(classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, int]]:
+def drawn_shapes(
+    classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, dict[str, int]]:
     """For each (colour, shape) pair the prompts asked for, how often the judge read each shape:
     {"orange circle": {"circle": 14, "square": 56, "triangle": 0, "diamond": 0}, ...}.
 
@@ -66,13 +72,21 @@ def judge_datasets(size: int, train_samples: int, eval_samples: int) -> dict[str
     """Single-object images: "train" for the judge (every pair, seed 1000), and fresh
     evaluation sets in the style of the model's train split (seed 2000) and held-out split (seed 2001)."""
     return {
-        "fit": ShapesDataset(ShapesConfig(size=size, num_samples=train_samples, seed=1000, split="all", max_objects=1, cache=False)),
-        "train-style": ShapesDataset(ShapesConfig(size=size, num_samples=eval_samples, seed=2000, split="train", max_objects=1, cache=False)),
-        "heldout-style": ShapesDataset(ShapesConfig(size=size, num_samples=eval_samples, seed=2001, split="heldout", max_objects=1, cache=False)),
+        "fit": ShapesDataset(
+            ShapesConfig(size=size, num_samples=train_samples, seed=1000, split="all", max_objects=1, cache=False)
+        ),
+        "train-style": ShapesDataset(
+            ShapesConfig(size=size, num_samples=eval_samples, seed=2000, split="train", max_objects=1, cache=False)
+        ),
+        "heldout-style": ShapesDataset(
+            ShapesConfig(size=size, num_samples=eval_samples, seed=2001, split="heldout", max_objects=1, cache=False)
+        ),
     }
 
 
-def load_or_train_shapes_classifier(size: int = 32, device: str = "cpu", train_config: ClassifierTrainConfig | None = None) -> AttributeClassifier:
+def load_or_train_shapes_classifier(
+    size: int = 32, device: str = "cpu", train_config: ClassifierTrainConfig | None = None
+) -> AttributeClassifier:
     """The shapes judge for images of `size`, loaded from data/judges/ or trained (about a
     minute or two on one CPU core at 32x32) and saved there atomically. Its measured accuracy
     on fresh images is in `classifier.accuracy` {"train-style": {...}, "heldout-style": {...}}."""
@@ -89,7 +103,18 @@ def load_or_train_shapes_classifier(size: int = 32, device: str = "cpu", train_c
         classifier = AttributeClassifier(config)
         data = judge_datasets(size, JUDGE_TRAIN_SAMPLES, JUDGE_EVAL_SAMPLES)
         train_attribute_classifier(classifier, data["fit"].images, data["fit"].labels, train_config)
-        accuracy = {name: head_accuracy(classifier, data[name].images, data[name].labels) for name in ("train-style", "heldout-style")}
-        save_checkpoint({"model": classifier.state_dict(), "config": asdict(config), "train_config": asdict(train_config), "accuracy": accuracy}, path)
+        accuracy = {
+            name: head_accuracy(classifier, data[name].images, data[name].labels)
+            for name in ("train-style", "heldout-style")
+        }
+        save_checkpoint(
+            {
+                "model": classifier.state_dict(),
+                "config": asdict(config),
+                "train_config": asdict(train_config),
+                "accuracy": accuracy,
+            },
+            path,
+        )
     classifier.accuracy = accuracy
     return classifier.to(device).eval()

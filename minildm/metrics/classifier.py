@@ -36,7 +36,11 @@ class ClassifierConfig:
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
 
 
 class AttributeClassifier(nn.Module):
@@ -87,7 +91,10 @@ class AttributeClassifier(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        features = [self.features(images[start : start + batch_size].to(device)).cpu() for start in range(0, len(images), batch_size)]
+        features = [
+            self.features(images[start : start + batch_size].to(device)).cpu()
+            for start in range(0, len(images), batch_size)
+        ]
         self.train(was_training)
         return torch.cat(features)
 
@@ -101,11 +108,15 @@ class ClassifierTrainConfig:
     seed: int = 0
 
 
-def train_attribute_classifier(classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor, config: ClassifierTrainConfig) -> list[float]:
+def train_attribute_classifier(
+    classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor, config: ClassifierTrainConfig
+) -> list[float]:
     """Train every head with the sum of cross-entropies on (images (N, C, H, W), labels (N, heads)).
     AdamW with a one-cycle learning rate. Returns the loss of every step."""
     if labels.ndim != 2 or labels.shape != (len(images), len(classifier.config.heads)):
-        raise ValueError(f"labels must be (N, {len(classifier.config.heads)}) for {len(images)} images, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be (N, {len(classifier.config.heads)}) for {len(images)} images, got {tuple(labels.shape)}"
+        )
     device = next(classifier.parameters()).device
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
@@ -117,7 +128,10 @@ def train_attribute_classifier(classifier: AttributeClassifier, images: torch.Te
         logits = classifier(images[batch].to(device))
         targets = labels[batch].to(device)
         # L = sum over heads of cross-entropy(logits_head, label_head)
-        loss = sum(F.cross_entropy(logits[name], targets[:, column]) for column, (name, _) in enumerate(classifier.config.heads))
+        loss = sum(
+            F.cross_entropy(logits[name], targets[:, column])
+            for column, (name, _) in enumerate(classifier.config.heads)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,6 +145,8 @@ def head_accuracy(classifier: AttributeClassifier, images: torch.Tensor, labels:
     """Accuracy of each head and of all heads at once ("all") on labelled images."""
     predictions = classifier.predict(images)
     correct = predictions == labels
-    accuracy = {name: float(correct[:, column].float().mean()) for column, (name, _) in enumerate(classifier.config.heads)}
+    accuracy = {
+        name: float(correct[:, column].float().mean()) for column, (name, _) in enumerate(classifier.config.heads)
+    }
     accuracy["all"] = float(correct.all(1).float().mean())
     return accuracy

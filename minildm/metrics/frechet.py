@@ -50,7 +50,9 @@ def gaussian_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return mu, sigma
 
 
-def frechet_distance_from_statistics(mu_1: torch.Tensor, sigma_1: torch.Tensor, mu_2: torch.Tensor, sigma_2: torch.Tensor) -> float:
+def frechet_distance_from_statistics(
+    mu_1: torch.Tensor, sigma_1: torch.Tensor, mu_2: torch.Tensor, sigma_2: torch.Tensor
+) -> float:
     """d^2 = |mu_1 - mu_2|^2 + Tr(Sigma_1) + Tr(Sigma_2) - 2 Tr((Sigma_1^{1/2} Sigma_2 Sigma_1^{1/2})^{1/2})."""
     mu_1, sigma_1, mu_2, sigma_2 = (t.double() for t in (mu_1, sigma_1, mu_2, sigma_2))
     sqrt_sigma_1 = sqrtm_psd(sigma_1)
@@ -66,11 +68,15 @@ def frechet_distance_from_statistics(mu_1: torch.Tensor, sigma_1: torch.Tensor, 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     """Frechet distance between two sets of features, (N, D) and (M, D) -> float."""
     if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
-        raise ValueError(f"features must be (N, D) and (M, D) with the same D, got {tuple(features_a.shape)} and {tuple(features_b.shape)}")
+        raise ValueError(
+            f"features must be (N, D) and (M, D) with the same D, got {tuple(features_a.shape)} and {tuple(features_b.shape)}"
+        )
     return frechet_distance_from_statistics(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
 
 
-def frechet_with_floor(real_features: torch.Tensor, generated_features: torch.Tensor, seed: int = 0) -> dict[str, float]:
+def frechet_with_floor(
+    real_features: torch.Tensor, generated_features: torch.Tensor, seed: int = 0
+) -> dict[str, float]:
     """The Frechet distance of generated vs real features, beside the real-vs-real floor.
 
     The floor compares two disjoint random halves of the real features, each of
@@ -80,7 +86,9 @@ def frechet_with_floor(real_features: torch.Tensor, generated_features: torch.Te
     """
     n = min(len(generated_features), len(real_features) // 2)
     if n < 2:
-        raise ValueError(f"need >= 4 real and >= 2 generated features, got {len(real_features)} and {len(generated_features)}")
+        raise ValueError(
+            f"need >= 4 real and >= 2 generated features, got {len(real_features)} and {len(generated_features)}"
+        )
     order = torch.randperm(len(real_features), generator=torch.Generator().manual_seed(seed))
     half_a, half_b = real_features[order[:n]], real_features[order[n : 2 * n]]
     return {

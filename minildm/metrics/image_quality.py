@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"expected two image batches (B, C, H, W) of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected two image batches (B, C, H, W) of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
 
 
 def psnr_per_image(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
@@ -44,7 +46,15 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return torch.outer(g, g)
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+def ssim_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 2.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
     """The SSIM of every valid window, (B, C, H, W) x2 -> (B, C, H - 10, W - 10), in float64."""
     _check_pair(x, y)
     if min(x.shape[-2:]) < window_size:

@@ -9,6 +9,7 @@ the loader's error says which files to place where.
 from dataclasses import asdict
 from pathlib import Path
 
+from minildm.checkpoint import load_checkpoint, save_checkpoint
 from minildm.datasets.idx import MNIST, IDXDatasetSpec, load_idx_dataset
 from minildm.datasets.shapes import data_root
 from minildm.metrics.classifier import (
@@ -18,11 +19,13 @@ from minildm.metrics.classifier import (
     head_accuracy,
     train_attribute_classifier,
 )
-from minildm.checkpoint import load_checkpoint, save_checkpoint
 
 
 def load_or_train_mnist_classifier(
-    spec: IDXDatasetSpec = MNIST, root: Path | None = None, device: str = "cpu", train_config: ClassifierTrainConfig | None = None
+    spec: IDXDatasetSpec = MNIST,
+    root: Path | None = None,
+    device: str = "cpu",
+    train_config: ClassifierTrainConfig | None = None,
 ) -> AttributeClassifier:
     """A one-head classifier ("label") for `spec` at 32x32, cached under data/judges/.
     `classifier.accuracy` holds its accuracy on the test split."""
@@ -39,6 +42,14 @@ def load_or_train_mnist_classifier(
         test = load_idx_dataset(spec, "test", root=root)
         train_attribute_classifier(classifier, train.images, train.labels.unsqueeze(1), train_config)
         accuracy = head_accuracy(classifier, test.images, test.labels.unsqueeze(1))
-        save_checkpoint({"model": classifier.state_dict(), "config": asdict(config), "train_config": asdict(train_config), "accuracy": accuracy}, path)
+        save_checkpoint(
+            {
+                "model": classifier.state_dict(),
+                "config": asdict(config),
+                "train_config": asdict(train_config),
+                "accuracy": accuracy,
+            },
+            path,
+        )
     classifier.accuracy = accuracy
     return classifier.to(device).eval()

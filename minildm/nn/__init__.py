@@ -5,4 +5,13 @@ from minildm.nn.controlnet import ControlNet, ControlNetConfig
 from minildm.nn.lora import LoRALinear, add_lora, merge_lora, unmerge_lora
 from minildm.nn.unet import UNet, UNetConfig
 
-__all__ = ["ControlNet", "ControlNetConfig", "LoRALinear", "UNet", "UNetConfig", "add_lora", "merge_lora", "unmerge_lora"]
+__all__ = [
+    "ControlNet",
+    "ControlNetConfig",
+    "LoRALinear",
+    "UNet",
+    "UNetConfig",
+    "add_lora",
+    "merge_lora",
+    "unmerge_lora",
+]

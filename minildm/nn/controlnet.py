@@ -97,7 +97,9 @@ class ControlNet(UNetEncoder):
         missing, _ = controlnet.load_state_dict(shared, strict=False)
         expected = [k for k in controlnet.state_dict() if k.startswith(("hint_encoder.", "zero_conv"))]
         if sorted(missing) != sorted(expected):
-            raise ValueError(f"the U-Net lacks encoder weights the ControlNet needs: {sorted(set(missing) - set(expected))[:5]}")
+            raise ValueError(
+                f"the U-Net lacks encoder weights the ControlNet needs: {sorted(set(missing) - set(expected))[:5]}"
+            )
         weight = next(unet.parameters())
         return controlnet.to(device=weight.device, dtype=weight.dtype)
 

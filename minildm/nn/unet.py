@@ -163,7 +163,9 @@ class UNetEncoder(nn.Module):
     def transformer(self, ch: int) -> SpatialTransformer:
         cfg = self.cfg
         num_heads, head_dim = cfg.heads(ch)
-        return SpatialTransformer(ch, num_heads, head_dim, cfg.context_dim, cfg.transformer_depth, cfg.norm_groups, cfg.use_sdpa)
+        return SpatialTransformer(
+            ch, num_heads, head_dim, cfg.context_dim, cfg.transformer_depth, cfg.norm_groups, cfg.use_sdpa
+        )
 
     def run(self, block: nn.Module, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """block(h, cond), recomputed in backward instead of stored when gradient checkpointing."""
@@ -208,7 +210,6 @@ class UNetEncoder(nn.Module):
         h = self.run(self.mid_block.resnets[1], h, emb)
         return h, skips
 
-
     def check_inputs(self, x, t, context, class_labels, x_concat, pooled=None) -> torch.Tensor:
         """Raise a ValueError naming the mismatch; return t as a (B,) tensor."""
         cfg = self.cfg
@@ -231,7 +232,9 @@ class UNetEncoder(nn.Module):
                 got = None if x_concat is None else tuple(x_concat.shape)
                 raise ValueError(f"x_concat must have shape ({B}, {cfg.extra_in_channels}, {H}, {W}), got {got}")
         elif x_concat is not None:
-            raise ValueError(f"this UNet has extra_in_channels=0, so x_concat must be None, got {tuple(x_concat.shape)}")
+            raise ValueError(
+                f"this UNet has extra_in_channels=0, so x_concat must be None, got {tuple(x_concat.shape)}"
+            )
         if cfg.context_dim is None and context is not None:
             raise ValueError(f"this UNet has context_dim=None, so context must be None, got {tuple(context.shape)}")
         if cfg.context_dim is not None and (context is None or context.shape != (B, context.shape[1], cfg.context_dim)):

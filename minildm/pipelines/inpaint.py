@@ -66,7 +66,9 @@ def init_from_base_model(ldm: LatentDiffusion, base: LatentDiffusion) -> None:
             extra = state[name][:, value.shape[1] :]  # (C_0, extra_in_channels, 3, 3)
             state[name] = torch.cat([value, torch.zeros_like(extra)], dim=1)
         elif state[name].shape != value.shape:
-            raise ValueError(f"{name} has shape {tuple(state[name].shape)} here, {tuple(value.shape)} in the base model")
+            raise ValueError(
+                f"{name} has shape {tuple(state[name].shape)} here, {tuple(value.shape)} in the base model"
+            )
         else:
             state[name] = value
     ldm.load_state_dict(state)

@@ -110,7 +110,9 @@ def random_masks(
         probs[2] = 0.0
         object_masks = torch.zeros(batch_size, 1, size, size, device=device)
     elif object_masks.shape != (batch_size, 1, size, size):
-        raise ValueError(f"object_masks must have shape ({batch_size}, 1, {size}, {size}), got {tuple(object_masks.shape)}")
+        raise ValueError(
+            f"object_masks must have shape ({batch_size}, 1, {size}, {size}), got {tuple(object_masks.shape)}"
+        )
     else:
         d = config.object_dilation
         # grow by d pixels: a (2d + 1) x (2d + 1) max filter

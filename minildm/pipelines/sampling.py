@@ -35,7 +35,8 @@ from minildm.diffusion import (
 from minildm.diffusion.flow import FlowEulerSampler
 from minildm.ldm import Condition, LatentDiffusion
 
-SAMPLERS = ("ddim", "ddpm", "plms", "euler", "euler_a", "heun", "dpmpp_2m", "flow_euler")
+SAMPLERS = ("ddim", "ddpm", "plms", "euler", "euler_a", "heun", "dpmpp_2m")  # for diffusion models
+FLOW_SAMPLERS = ("flow_euler",)  # for flow-matching models (LDMConfig.objective "flow")
 # the samplers of the sigma view (diffusion/sigmas.py), which can take Karras et al.'s noise levels
 SIGMA_SAMPLERS = {
     "euler": EulerSampler,
@@ -57,10 +58,12 @@ def make_sampler(
     sampling must start at t = T - 1, the step that was trained on pure noise: "trailing" (Lin et
     al. 2023, sec. 3.3). Heun takes 2n - 1 network evaluations, PLMS n + 1, the others n."""
     if ldm.config.objective == "flow":
-        if name != "flow_euler" or eta != 0.0 or karras:
-            raise ValueError(f"a flow-matching model samples with 'flow_euler' (Euler steps of dx/dt = v), got {name!r}")
+        if name not in FLOW_SAMPLERS or eta != 0.0 or karras:
+            raise ValueError(
+                f"a flow-matching model samples with 'flow_euler' (Euler steps of dx/dt = v), got {name!r}"
+            )
         return FlowEulerSampler(num_inference_steps)
-    if name == "flow_euler":
+    if name in FLOW_SAMPLERS:
         raise ValueError("flow_euler samples flow-matching models (objective 'flow'); this one is a diffusion model")
     if name not in SAMPLERS:
         raise ValueError(f"sampler name must be one of {SAMPLERS}, got {name!r}")

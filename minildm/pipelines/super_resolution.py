@@ -28,7 +28,9 @@ from minildm.pipelines.sampling import conditions, guided_model_output, initial_
 def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, H/k, W/k) by averaging k x k blocks (the training degradation)."""
     if factor < 1 or images.shape[-1] % factor or images.shape[-2] % factor:
-        raise ValueError(f"factor must be a positive divisor of the image size {tuple(images.shape[-2:])}, got {factor}")
+        raise ValueError(
+            f"factor must be a positive divisor of the image size {tuple(images.shape[-2:])}, got {factor}"
+        )
     return F.avg_pool2d(images, kernel_size=factor)
 
 
@@ -97,7 +99,9 @@ class SuperResolutionBatches:
         z_lr = pick(self.low_res_latents)
         noise_level = self.max_noise_level * torch.rand(batch_size, generator=generator, device=device)
         noise = torch.randn(z_lr.shape, generator=generator, device=device)
-        return LDMBatch(pick(self.latents), pick(self.tokens), pick(self.class_labels), augment(z_lr, noise_level, noise))
+        return LDMBatch(
+            pick(self.latents), pick(self.tokens), pick(self.class_labels), augment(z_lr, noise_level, noise)
+        )
 
 
 @torch.no_grad()

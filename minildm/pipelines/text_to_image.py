@@ -64,6 +64,10 @@ def class_to_image(
     if ldm.config.conditioning != "class":
         raise ValueError(f"class_to_image needs a class-conditioned model, this one is {ldm.config.conditioning!r}")
     return text_to_image(
-        ldm, sampler, class_labels=class_labels, guidance_scale=guidance_scale, generator=generator,
+        ldm,
+        sampler,
+        class_labels=class_labels,
+        guidance_scale=guidance_scale,
+        generator=generator,
         return_latents=return_latents,
     )

@@ -112,7 +112,9 @@ class TextEncoder(nn.Module):
         self.position_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
         self.blocks = nn.ModuleList([TextTransformerBlock(cfg) for _ in range(cfg.num_layers)])
         self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.text_projection = None if cfg.projection_dim is None else nn.Linear(cfg.width, cfg.projection_dim, bias=False)
+        self.text_projection = (
+            None if cfg.projection_dim is None else nn.Linear(cfg.width, cfg.projection_dim, bias=False)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -121,7 +123,14 @@ class TextEncoder(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
         for block in self.blocks:
-            for linear in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.out_proj, block.mlp.fc1, block.mlp.fc2):
+            for linear in (
+                block.attn.q_proj,
+                block.attn.k_proj,
+                block.attn.v_proj,
+                block.attn.out_proj,
+                block.mlp.fc1,
+                block.mlp.fc2,
+            ):
                 nn.init.normal_(linear.weight, std=0.02)
                 nn.init.zeros_(linear.bias)
         if self.text_projection is not None:

@@ -150,7 +150,9 @@ class CLIPTokenizer:
         """Text of token ids (a list or a 1-D tensor); `</w>` becomes a space. An id that is not an
         integer in [0, vocab_size) is an error (a negative one would otherwise count from the end)."""
         if isinstance(ids, torch.Tensor) and ids.ndim != 1:
-            raise ValueError(f"decode takes a 1-D sequence of token ids, got a tensor of shape {tuple(ids.shape)}: decode each row")
+            raise ValueError(
+                f"decode takes a 1-D sequence of token ids, got a tensor of shape {tuple(ids.shape)}: decode each row"
+            )
         if isinstance(ids, (str, bytes, dict)) or not isinstance(ids, Iterable):
             raise TypeError(f"decode takes a list or a 1-D tensor of token ids, got {type(ids).__name__}")
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
@@ -158,9 +160,13 @@ class CLIPTokenizer:
             try:
                 token_id = operator.index(token)
             except TypeError:
-                raise TypeError(f"decode takes integer token ids, got {type(token).__name__} {token!r} at position {position}") from None
+                raise TypeError(
+                    f"decode takes integer token ids, got {type(token).__name__} {token!r} at position {position}"
+                ) from None
             if not 0 <= token_id < len(self.vocab):
-                raise ValueError(f"token id {token_id} at position {position} is outside the vocabulary [0, {len(self.vocab)})")
+                raise ValueError(
+                    f"token id {token_id} at position {position} is outside the vocabulary [0, {len(self.vocab)})"
+                )
         symbols = "".join(self.vocab[operator.index(token)] for token in values)
         text = bytes(self.byte_decoder[c] for c in symbols).decode("utf-8", errors="replace")
         return text.replace(END_OF_WORD, " ")
@@ -186,7 +192,9 @@ class CLIPTokenizer:
             "ids": [self.encoder[s] for s in symbols],
         }
 
-    def __call__(self, texts: str | list[str] | tuple[str, ...], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
+    def __call__(
+        self, texts: str | list[str] | tuple[str, ...], context_length: int = 77, truncate: bool = False
+    ) -> torch.Tensor:
         """Token ids (N, context_length): start token, text, end token, zeros (like `clip.tokenize`).
 
         A text longer than context_length - 2 tokens raises ValueError, unless `truncate`: then it is
@@ -204,7 +212,9 @@ class CLIPTokenizer:
         if context_length < 2:
             raise ValueError(f"context_length must hold the start and end tokens (>= 2), got {context_length}")
         if context_length > MAX_CONTEXT_LENGTH:
-            raise ValueError(f"context_length must be at most {MAX_CONTEXT_LENGTH} (CLIP reads 77), got {context_length}")
+            raise ValueError(
+                f"context_length must be at most {MAX_CONTEXT_LENGTH} (CLIP reads 77), got {context_length}"
+            )
         tokens = torch.zeros(len(texts), context_length, dtype=torch.long)  # (N, context_length)
         for row, text in enumerate(texts):
             ids = [self.sot_token_id, *self.encode(text), self.eot_token_id]

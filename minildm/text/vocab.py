@@ -39,7 +39,9 @@ def read_merges(path: str | Path, max_merges: int = OFFICIAL_NUM_MERGES) -> list
     """The first `max_merges` merges of a merges file (gzipped if its name ends in .gz)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no merges file at {path}: pass a file written by write_merges or the official {OFFICIAL_VOCAB_NAME}")
+        raise FileNotFoundError(
+            f"no merges file at {path}: pass a file written by write_merges or the official {OFFICIAL_VOCAB_NAME}"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:

@@ -73,7 +73,9 @@ class EMA:
         if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
             raise CheckpointError(f"EMA state: num_updates must be an int >= 0, got {num_updates!r}")
         if not isinstance(shadow, dict) or not all(isinstance(v, torch.Tensor) for v in shadow.values()):
-            raise CheckpointError(f"EMA state: shadow must be a dict of parameter name -> tensor, got {type(shadow).__name__}")
+            raise CheckpointError(
+                f"EMA state: shadow must be a dict of parameter name -> tensor, got {type(shadow).__name__}"
+            )
         problems = [f"missing {name}" for name in self.shadow if name not in shadow]
         problems += [f"unexpected {name}" for name in shadow if name not in self.shadow]
         problems += [

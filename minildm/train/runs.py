@@ -93,7 +93,11 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise RunError(f"cannot write to output folder {folder} ({err.strerror}): choose another --out or fix its permissions") from err
+        raise RunError(
+            f"cannot write to output folder {folder} ({err.strerror}): choose another --out or fix its permissions"
+        ) from err
     if not os.access(folder, os.W_OK):
-        raise RunError(f"cannot write to output folder {folder} (permission denied): choose another --out or fix its permissions")
+        raise RunError(
+            f"cannot write to output folder {folder} (permission denied): choose another --out or fix its permissions"
+        )
     return folder

@@ -54,7 +54,9 @@ class StageTimer:
 def load_shapes(config: Config, split: str, num_samples: int, seed: int) -> ShapesDataset:
     """The built-in captioned shapes: the "train" split, or "heldout" (pairs training never shows)."""
     data = config.data
-    return ShapesDataset(ShapesConfig(size=data.size, num_samples=num_samples, seed=seed, split=split, max_objects=data.max_objects))
+    return ShapesDataset(
+        ShapesConfig(size=data.size, num_samples=num_samples, seed=seed, split=split, max_objects=data.max_objects)
+    )
 
 
 def train_first_stage(config: Config, device: str, out_dir: Path | None = None, overwrite: bool = False) -> FirstStage:

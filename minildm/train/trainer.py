@@ -128,7 +128,9 @@ def train_ldm(
     if isinstance(batches, TensorBatches):
         batches = batches.to(device)
     path = Path(out_dir) / "ldm.pt" if out_dir else None
-    state = checkpoint_to_resume(path, config.resume, overwrite, ("config", "model", "ema", "training"), "--train.resume")
+    state = checkpoint_to_resume(
+        path, config.resume, overwrite, ("config", "model", "ema", "training"), "--train.resume"
+    )
     if state is not None:
         check_resume(path, state["config"], asdict(ldm.config), state["training"]["step"], config.steps)
         ldm.load_state_dict(state["model"])
@@ -153,7 +155,12 @@ def train_ldm(
         if path is None or not dist_info.is_main:
             return
         state = ldm.checkpoint_state()
-        training = {"step": step, "optimizer": optimizer.state_dict(), "history": history, "train_config": asdict(config)}
+        training = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "train_config": asdict(config),
+        }
         save_checkpoint({**state, "ema": ema.state_dict(), "training": training}, path)
 
     use_bf16 = config.bf16 and device.type == "cuda"
@@ -179,7 +186,9 @@ def train_ldm(
         ema.update(ldm)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"the LDM loss became {loss_value} at step {step}: lower --train.lr or check the data")
+            raise FloatingPointError(
+                f"the LDM loss became {loss_value} at step {step}: lower --train.lr or check the data"
+            )
         history["loss"].append(loss_value)
         history["lr"].append(lr)
         if step % 25 == 0:
