@@ -1,5 +1,5 @@
 # make demo   train and sample on the built-in dataset (installs what it needs on first run)
-# make test   the test suite and every notebook in quick mode (what CI runs)
+# make test   make lint, then the test suite and every notebook in quick mode (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(PY) -m minildm demo --out $(DEMO_OUT)
 	@echo "pictures and report in $(DEMO_OUT)/"
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev lint
 	$(PY) -m pytest -n 2 --durations=15
 
 # every notebook top to bottom in full mode (sized for one GPU), executed in place
@@ -35,8 +35,8 @@ bench: $(VENV)/.installed-dev
 	for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: $(VENV)/.installed-dev
-	$(PY) -m pip install --quiet ruff
 	$(PY) -m ruff check minildm tests bench
+	$(PY) -m ruff format --check minildm tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

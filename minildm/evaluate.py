@@ -52,7 +52,6 @@ def sample_prompts(ldm: LatentDiffusion, prompts: list[str], config: Config, dev
     return torch.cat(images)
 
 
-@torch.no_grad()
 def evaluate_text_ldm(
     ldm: LatentDiffusion, heldout: ShapesDataset, seen: ShapesDataset, config: Config, device: str
 ) -> dict:
@@ -67,7 +66,8 @@ def evaluate_text_ldm(
     judge = load_or_train_shapes_classifier(size=config.data.size, device=device, train_config=judge_config)
     frechet = frechet_with_floor(judge.extract_features(heldout.images), judge.extract_features(samples))
     real = heldout.images[:n]
-    recon = ldm.decode_latents(ldm.encode_images(real.to(device))).cpu()
+    with torch.no_grad():
+        recon = ldm.decode_latents(ldm.encode_images(real.to(device))).cpu()
     return {
         "samples": samples,
         "prompts": prompts,
