@@ -41,6 +41,11 @@ class AutoencoderConfig:
                 f"latent_channels and num_res_blocks must be >= 1, got {self.latent_channels} and {self.num_res_blocks}"
             )
 
+    def check_kind(self, kind: str) -> None:
+        """Refuse to build a `kind` autoencoder ("kl" or "vq") from a config of the other kind."""
+        if self.kind != kind:
+            raise ValueError(f"a {kind!r} autoencoder needs AutoencoderConfig(kind={kind!r}), got kind={self.kind!r}")
+
     @property
     def downsampling_factor(self) -> int:
         """f = H / h = 2 ** (number of levels - 1)."""

@@ -85,10 +85,7 @@ class VQAutoencoder(nn.Module):
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
-        if cfg.kind != self.kind:
-            raise ValueError(
-                f"{type(self).__name__} needs AutoencoderConfig(kind={self.kind!r}), got kind={cfg.kind!r}"
-            )
+        cfg.check_kind(self.kind)
         self.config = cfg
         c = cfg.latent_channels
         self.encoder = Encoder(cfg, out_channels=c)

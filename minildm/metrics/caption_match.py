@@ -9,11 +9,9 @@ judge, not the model under test, and it must read held-out combinations correctl
 model on them. `load_or_train_shapes_classifier` trains it once and caches it under data/.
 """
 
-from dataclasses import asdict
-
 import torch
 
-from minildm.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint
 from minildm.datasets.attributes import COLOURS, SHAPES
 from minildm.datasets.shapes import (
     GENERATOR_VERSION,
@@ -26,6 +24,7 @@ from minildm.metrics.classifier import (
     ClassifierConfig,
     ClassifierTrainConfig,
     head_accuracy,
+    save_judge,
     train_attribute_classifier,
 )
 
@@ -107,14 +106,6 @@ def load_or_train_shapes_classifier(
             name: head_accuracy(classifier, data[name].images, data[name].labels)
             for name in ("train-style", "heldout-style")
         }
-        save_checkpoint(
-            {
-                "model": classifier.state_dict(),
-                "config": asdict(config),
-                "train_config": asdict(train_config),
-                "accuracy": accuracy,
-            },
-            path,
-        )
+        save_judge(classifier, train_config, accuracy, path)
     classifier.accuracy = accuracy
     return classifier.to(device).eval()

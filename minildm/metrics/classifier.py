@@ -15,13 +15,15 @@ Each conv is followed by BatchNorm and ReLU. The map is not pooled to 1x1 before
 layer, so the features keep where things are (the position head needs that).
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from minildm.checkpoint import save_checkpoint
 from minildm.datasets.attributes import COLOURS, POSITIONS, SHAPES, SIZES
 
 SHAPES_HEADS = (("shape", len(SHAPES)), ("colour", len(COLOURS)), ("size", len(SIZES)), ("position", len(POSITIONS)))
@@ -150,3 +152,15 @@ def head_accuracy(classifier: AttributeClassifier, images: torch.Tensor, labels:
     }
     accuracy["all"] = float(correct.all(1).float().mean())
     return accuracy
+
+
+def save_judge(
+    classifier: AttributeClassifier, train_config: ClassifierTrainConfig, accuracy: dict, path: Path
+) -> None:
+    """Cache a trained judge with its configs and measured accuracy (read back by the judges' loaders)."""
+    state = {
+        "model": classifier.state_dict(),
+        "config": asdict(classifier.config),
+        "train_config": asdict(train_config),
+    }
+    save_checkpoint({**state, "accuracy": accuracy}, path)

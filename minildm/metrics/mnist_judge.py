@@ -6,10 +6,9 @@ only when the dataset files are present (see `minildm.datasets.idx`); offline wi
 the loader's error says which files to place where.
 """
 
-from dataclasses import asdict
 from pathlib import Path
 
-from minildm.checkpoint import load_checkpoint, save_checkpoint
+from minildm.checkpoint import load_checkpoint
 from minildm.datasets.idx import MNIST, IDXDatasetSpec, load_idx_dataset
 from minildm.datasets.shapes import data_root
 from minildm.metrics.classifier import (
@@ -17,6 +16,7 @@ from minildm.metrics.classifier import (
     ClassifierConfig,
     ClassifierTrainConfig,
     head_accuracy,
+    save_judge,
     train_attribute_classifier,
 )
 
@@ -42,14 +42,6 @@ def load_or_train_mnist_classifier(
         test = load_idx_dataset(spec, "test", root=root)
         train_attribute_classifier(classifier, train.images, train.labels.unsqueeze(1), train_config)
         accuracy = head_accuracy(classifier, test.images, test.labels.unsqueeze(1))
-        save_checkpoint(
-            {
-                "model": classifier.state_dict(),
-                "config": asdict(config),
-                "train_config": asdict(train_config),
-                "accuracy": accuracy,
-            },
-            path,
-        )
+        save_judge(classifier, train_config, accuracy, path)
     classifier.accuracy = accuracy
     return classifier.to(device).eval()
