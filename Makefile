@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test notebooks bench lint clean
+.PHONY: demo test notebooks bench lint clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,16 @@ notebooks: $(VENV)/.installed-dev
 	MINILDM_QUICK=0 $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=-1 notebooks/*.ipynb
 
+# every benchmark that runs on a CPU (the demo on three seeds and the GPU check are their own targets)
 bench: $(VENV)/.installed-dev
-	for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	for script in bench/[!_]*.py; do \
+		case $$script in *gpu_check.py|*demo_seeds.py) continue;; esac; \
+		echo "== $$script"; $(PY) $$script || exit 1; done
+
+# for whoever has one GPU: the demo's gpu preset, every notebook in the gpu tier, the U-Net and
+# why-latent benchmarks on cuda, one table at the end (bench/gpu_check.py)
+gpu-check: $(VENV)/.installed-dev
+	$(PY) bench/gpu_check.py
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check minildm tests bench
