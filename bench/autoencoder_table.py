@@ -71,14 +71,16 @@ def main() -> None:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
-        f"{os.getloadavg()[0]:.1f} at start, torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} thread(s)"
+        f"{os.getloadavg()[0]:.1f} at start, torch {torch.__version__}, device {args.device}, "
+        f"{torch.get_num_threads()} thread(s)"
     )
     print(
         f"training: {args.steps} steps of batch {args.batch_size}, {train_cfg.pixel_loss} loss, lr {args.lr} "
         f"({train_cfg.lr_schedule}, {train_cfg.warmup_steps} warmup steps), "
         f"GAN {'off' if train_cfg.disc_start >= args.steps else f'from step {train_cfg.disc_start}'}, base_channels "
         f"{args.base_channels}, c = {args.latent_channels}, 4000 training images; {args.heldout} held-out images; "
-        f"LPIPS term {'on where its backbone exists (see any warning above)' if train_cfg.perceptual_weight > 0 else 'off'}"
+        "LPIPS term "
+        f"{'on where its backbone exists (see any warning above)' if train_cfg.perceptual_weight > 0 else 'off'}"
     )
     print("| f | kind | latent | PSNR (dB) | SSIM | rFD | train time (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -30,7 +30,8 @@ def main():
     judge = load_or_train_shapes_classifier(size=args.size)
     seconds = time.perf_counter() - start
     print(
-        f"judge at {args.size}x{args.size}: {'loaded from cache' if cached else f'trained on {JUDGE_TRAIN_SAMPLES} images'} in {seconds:.1f} s (1 thread)"
+        f"judge at {args.size}x{args.size}: "
+        f"{'loaded from cache' if cached else f'trained on {JUDGE_TRAIN_SAMPLES} images'} in {seconds:.1f} s (1 thread)"
     )
     print(f"evaluated on {JUDGE_EVAL_SAMPLES} fresh single-object images per split\n")
     heads = ("shape", "colour", "size", "position", "all")

@@ -6,8 +6,8 @@
 `make demo` writes runs/demo/ldm.pt. Each sampler draws one image per held-out prompt (the
 demo's held-out split, the demo's seed) with at most NFE network evaluations, as many steps n as
 that allows: n = NFE for DDIM, DDPM, Euler, Euler ancestral and DPM-Solver++(2M), about NFE / 2
-for Heun (2n - 1 evaluations; 2n - 2 from sigma = inf), NFE - 1 for PLMS (n + 1). With guidance each evaluation is one batched
-forward pass of 2B. The judge (minildm.metrics) gives caption-match accuracy (all four
+for Heun (2n - 1 evaluations; 2n - 2 from sigma = inf), NFE - 1 for PLMS (n + 1). With guidance
+each evaluation is one batched forward pass of 2B. The judge (minildm.metrics) gives caption-match accuracy (all four
 attributes right, and shape alone) and the Frechet distance of its features to real held-out
 images, beside the real-vs-real floor. A sampler that cannot run on the model (PLMS on a
 zero-terminal-SNR schedule) gets a row saying why.

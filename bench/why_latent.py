@@ -408,8 +408,10 @@ def levers_table(results: dict[str, dict], batch: int, device: torch.device) -> 
                      f"{ours['memory'] / 2**20:>11.1f} {ref['memory'] / 2**20:>13.1f}")  # fmt: skip
     first, last = next(iter(results)), list(results)[-1]
     speedup = {name: results[last][name]["img/s"] / results[first][name]["img/s"] for name in ("minildm", "diffusers")}
-    lines.append(f"\nfull stack / plain fp32 eager: minildm {speedup['minildm']:.2f}x, diffusers {speedup['diffusers']:.2f}x"
-                 f" (target on GPU: >= 1.5x; minildm / diffusers >= 1 at the same configuration)")  # fmt: skip
+    lines.append(
+        f"\nfull stack / plain fp32 eager: minildm {speedup['minildm']:.2f}x, diffusers {speedup['diffusers']:.2f}x"
+        " (target on GPU: >= 1.5x; minildm / diffusers >= 1 at the same configuration)"
+    )
     lines.append(f"configuration: bench/unet_speed.py REFERENCE, 16x16x4 latents, context (77, 256), batch {batch}")
     lines.append("full stack: SDPA + bf16 autocast + channels_last + fused AdamW (+ torch.compile with --compile)")
     lines.append(f"ratio = minildm / diffusers images per second; memory: {memory_kind(device)}")
@@ -459,8 +461,12 @@ def main():
                 ldm, class_labels(eval_labels).to(device), cfg.quality_sample_steps, cfg.guidance, device
             ).cpu()
             quality[space.name].update(judge_samples(judge, samples, eval_labels, evaluation.images[cfg.num_eval :]))
-            save_image_grid(samples[:32], out_dir / f"samples_{space.name.replace(' ', '_').replace('=', '')}.png", nrow=8,
-                            title=f"{space.name} after {quality[space.name]['train_seconds']:.0f} s")  # fmt: skip
+            save_image_grid(
+                samples[:32],
+                out_dir / f"samples_{space.name.replace(' ', '_').replace('=', '')}.png",
+                nrow=8,
+                title=f"{space.name} after {quality[space.name]['train_seconds']:.0f} s",
+            )
         print("\n".join(quality_table(quality, cfg)), flush=True)
 
     if not args.skip_levers:

@@ -175,7 +175,8 @@ def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = ()
         )
     if head != ZIP_MAGIC:
         raise CheckpointError(
-            f"{path} is not a readable minildm checkpoint: torch.save writes a zip archive, this file starts with {head!r}"
+            f"{path} is not a readable minildm checkpoint: torch.save writes a zip archive, "
+            f"this file starts with {head!r}"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -183,7 +184,8 @@ def load_checkpoint(path: str | os.PathLike, required_keys: tuple[str, ...] = ()
         raise CheckpointError(_refusal(path, err)) from err
     except Exception as err:  # torch raises several types for a damaged archive
         raise CheckpointError(
-            f"{path} is not a readable minildm checkpoint: truncated or damaged ({size:,} bytes; {error_summary(err)}); "
+            f"{path} is not a readable minildm checkpoint: truncated or damaged "
+            f"({size:,} bytes; {error_summary(err)}); "
             "use another copy or train again"
         ) from err
     if not isinstance(obj, dict):

@@ -17,8 +17,9 @@ A few fields follow from others and are never set by hand: the U-Net's in/out ch
 the autoencoder's latent channels, its context (and pooled) width is the text encoder's width,
 and the LDM's image size is the data's: `derive(config)` computes them, here and nowhere else.
 The text encoder's vocabulary is the size of the BPE vocabulary learned from the captions, known
-once it is learned (`train.stages.build_text_ldm`). The command line offers none of these (`DERIVED`). Every value is checked when its dataclass is built, and `check(config)`
-checks the parts against each other, so bad input fails before any data or model work.
+once it is learned (`train.stages.build_text_ldm`). The command line offers none of these
+(`DERIVED`). Every value is checked when its dataclass is built, and `check(config)` checks the
+parts against each other, so bad input fails before any data or model work.
 
 Three presets share the tree: `laptop` (the default: `make demo`, minutes on 2 CPU cores),
 `quick` (seconds, checks the plumbing only) and `gpu` (one GPU: the same models trained longer).
@@ -175,7 +176,9 @@ def preset(name: str) -> Config:
     if name == "quick":
         config = Config(
             data=DataConfig(num_train=256),
-            autoencoder=AutoencoderConfig(base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, attention_in_middle=False, norm_groups=4),
+            autoencoder=AutoencoderConfig(
+                base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, attention_in_middle=False, norm_groups=4
+            ),
             autoencoder_train=dataclasses.replace(AutoencoderTrainConfig.fast_cpu(3), batch_size=16),
             train=TrainConfig(steps=3, batch_size=16, warmup_steps=1),
             sample=SampleConfig(steps=2),
@@ -236,7 +239,8 @@ def check(config: Config) -> None:
         )
     if config.sample.steps > config.ldm.schedule.num_timesteps:
         raise ConfigError(
-            f"sample.steps must be at most the schedule's {config.ldm.schedule.num_timesteps} timesteps, got {config.sample.steps}"
+            f"sample.steps must be at most the schedule's {config.ldm.schedule.num_timesteps} timesteps, "
+            f"got {config.sample.steps}"
         )
 
 

@@ -83,10 +83,11 @@ def report_markdown(report: dict, timer: StageTimer) -> str:
     data, train, sample = c["data"], c["train"], c["sample"]
     return f"""# minildm demo report
 
-Text-to-image latent diffusion trained from scratch on {data["num_train"]} captioned {data["size"]}x{data["size"]}
-shapes ({train["steps"]} LDM steps, batch {train["batch_size"]}, device {report["device"]}, {report["threads"]} threads),
-sampled with {sample["sampler"]} ({sample["steps"]} steps, guidance {sample["guidance"]}) for {c["eval"]["num_prompts"]}
-prompts whose (shape, colour) pair never appears in training.
+Text-to-image latent diffusion trained from scratch on {data["num_train"]} captioned
+{data["size"]}x{data["size"]} shapes ({train["steps"]} LDM steps, batch {train["batch_size"]},
+device {report["device"]}, {report["threads"]} threads), sampled with {sample["sampler"]}
+({sample["steps"]} steps, guidance {sample["guidance"]}) for {c["eval"]["num_prompts"]} prompts whose
+(shape, colour) pair never appears in training.
 
 ## Caption-match accuracy (attribute classifier on the generated images)
 

@@ -237,7 +237,10 @@ class LatentDiffusion(nn.Module):
     def training_loss(
         self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """The loss of LDM eq. 3 (eq. 2 without a condition) on one minibatch of cached latents, with condition dropout for CFG."""
+        """The loss of LDM eq. 3 (eq. 2 without a condition) on one minibatch of cached latents.
+
+        The condition is dropped with probability cond_drop_prob, for classifier-free guidance.
+        """
         z0 = batch.latents
         B = z0.shape[0]
         device = z0.device

@@ -247,7 +247,11 @@ def test_a_folder_with_a_trained_autoencoder_is_resumed_or_refused(tmp_path):
 
 
 def test_bad_training_values_are_refused_before_any_work():
-    for changes, words in (({"steps": -3}, "steps >= 0"), ({"batch_size": 0}, "batch_size >= 1"),
-                           ({"lr": float("nan")}, "lr must be a finite number"), ({"pixel_loss": "l2"}, "pixel_loss")):  # fmt: skip
+    for changes, words in (
+        ({"steps": -3}, "steps >= 0"),
+        ({"batch_size": 0}, "batch_size >= 1"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"pixel_loss": "l2"}, "pixel_loss"),
+    ):
         with pytest.raises(ValueError, match=words):
             tiny_train_config(**changes)

@@ -37,8 +37,9 @@ NOT_CONFIG = {
     "--preset",
 }
 OTHER_WORDS = {
-    "device": ["cpu"], "sampler": ["ddpm"], "kind": ["vq"], "lr_schedule": ["cosine", "constant"], "pixel_loss": ["l1", "mse"],
-    "gan_loss": ["non_saturating"], "lpips_net": ["vgg"], "beta_schedule": ["scaled_linear", "linear"],
+    "device": ["cpu"], "sampler": ["ddpm"], "kind": ["vq"], "lr_schedule": ["cosine", "constant"],
+    "pixel_loss": ["l1", "mse"], "gan_loss": ["non_saturating"], "lpips_net": ["vgg"],
+    "beta_schedule": ["scaled_linear", "linear"],
     "prediction_type": ["x0"], "activation": ["gelu"], "objective": ["flow"],
 }  # fmt: skip
 COMPANIONS = {"sample.karras": ["--sample.sampler=euler"]}  # a setting that needs another to be valid
@@ -137,8 +138,10 @@ def test_derived_fields_are_not_flags_and_follow_what_they_derive_from(capsys):
         "ldm.text_encoder.vocab_size",
     ):
         assert f"--{derived}" not in help_text
-    args = build_parser().parse_args(["demo", "--out", "o", "--ldm.text_encoder.width=32", "--ldm.text_encoder.num_heads=2",
-                                      "--autoencoder.latent_channels=8"])  # fmt: skip
+    args = build_parser().parse_args(
+        ["demo", "--out", "o", "--ldm.text_encoder.width=32", "--ldm.text_encoder.num_heads=2",
+         "--autoencoder.latent_channels=8"]
+    )  # fmt: skip
     config = command_config(args)
     assert config.ldm.unet.context_dim == config.ldm.unet.pooled_dim == 32
     assert config.ldm.unet.in_channels == config.ldm.unet.out_channels == 8
@@ -234,8 +237,10 @@ def test_sample_with_ddpm_and_no_guidance(capsys, checkpoint, tmp_path):
     assert code == 0 and out.is_file()
 
 
-@pytest.mark.parametrize("content, words", [(None, "no checkpoint at"), (b"\x00garbage", "not a readable minildm checkpoint"),
-                                            (b"", "")])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, words",
+    [(None, "no checkpoint at"), (b"\x00garbage", "not a readable minildm checkpoint"), (b"", "")],
+)
 def test_missing_corrupt_or_empty_checkpoint(capsys, tmp_path, content, words):
     path = tmp_path / "model.pt"
     if content is not None:
@@ -323,8 +328,8 @@ def test_a_pickle_payload_never_runs_through_the_command_line(capsys, tmp_path):
 
 def test_sample_with_dpm_solver_and_karras_sigmas(capsys, checkpoint, tmp_path):
     out = tmp_path / "grid.png"
-    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a red circle", "--sampler", "dpmpp_2m",
-                           "--karras", "--steps", "3", "--out", str(out))  # fmt: skip
+    code, _, err = run_cli(capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a red circle",
+                           "--sampler", "dpmpp_2m", "--karras", "--steps", "3", "--out", str(out))  # fmt: skip
     assert code == 0 and out.is_file(), err
     code, _, err = run_cli(
         capsys, "sample", "--checkpoint", str(checkpoint), "--prompt", "a", "--karras", "--out", str(out)

@@ -73,7 +73,8 @@ def test_parity_with_diffusers_controlnet_model(name):
         ref_down, ref_mid = ref(sample, args["t"], args["context"], hint, conditioning_scale=0.7,
                                 class_labels=args["class_labels"], return_dict=False)  # fmt: skip
         expected = ref_unet(sample, args["t"], args["context"], class_labels=args["class_labels"],
-                            down_block_additional_residuals=ref_down, mid_block_additional_residual=ref_mid).sample  # fmt: skip
+                            down_block_additional_residuals=ref_down,
+                            mid_block_additional_residual=ref_mid).sample  # fmt: skip
         down, mid = controlnet(**args, hint=hint, conditioning_scale=0.7)
         out = unet(**args, down_residuals=down, mid_residual=mid)
     for ours, theirs in zip([*down, mid], [*ref_down, ref_mid], strict=True):

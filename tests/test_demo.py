@@ -47,7 +47,8 @@ def test_quick_demo_writes_a_usable_checkpoint_pictures_and_a_measured_report(tm
 
     grid = out / "grid.png"
     args = ["sample", "--checkpoint", str(out / "ldm.pt"), "--prompt", "a small red circle on the left",
-            "--prompt", "a large blue square at the top", "--steps", "2", "--seed", "3", "--out", str(grid)]  # fmt: skip
+            "--prompt", "a large blue square at the top", "--steps", "2", "--seed", "3",
+            "--out", str(grid)]  # fmt: skip
     assert main(args) == 0
     first = mpimg.imread(grid)
     assert main(args) == 0

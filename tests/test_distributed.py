@@ -61,7 +61,8 @@ def test_torchrun_train_ldm_on_two_ranks_exits_cleanly(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         "-m", "minildm", "train-ldm", "--autoencoder", str(tmp_path / "autoencoder.pt"), "--out", str(tmp_path / "out"),
-        "--preset", "quick", "--size", "16", "--steps", "2", "--batch-size", "4", "--data.num_train", "32", "--threads", "1",
+        "--preset", "quick", "--size", "16", "--steps", "2", "--batch-size", "4", "--data.num_train", "32",
+        "--threads", "1",
         "--ldm.text_encoder.width", "16", "--ldm.text_encoder.num_layers", "1", "--ldm.text_encoder.num_heads", "2",
         "--ldm.unet.base_channels", "16", "--ldm.unet.head_dim", "8", "--ldm.unet.norm_groups", "8",
     ]  # fmt: skip

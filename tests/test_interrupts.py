@@ -77,8 +77,9 @@ def test_ctrl_c_while_sampling_writes_nothing(tmp_path):
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "minildm", "sample", "--checkpoint", str(tmp_path / "ldm.pt"), "--prompt", "a red circle",
-             "--num", "64", "--steps", "100", "--out", str(tmp_path / "grid.png"), "--progress=true"],
+            [sys.executable, "-m", "minildm", "sample", "--checkpoint", str(tmp_path / "ldm.pt"),
+             "--prompt", "a red circle", "--num", "64", "--steps", "100", "--out", str(tmp_path / "grid.png"),
+             "--progress=true"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         deadline = time.monotonic() + 120

@@ -18,7 +18,10 @@ M, S = 0.5, 0.3  # data x_0 ~ N(M, S^2)
 
 
 def gaussian_model(prediction_type):
-    """The ideal network for Gaussian data: E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) M) / (a S^2 + 1 - a), a = alpha_bar_t."""
+    """The ideal network for Gaussian data.
+
+    E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) M) / (a S^2 + 1 - a), a = alpha_bar_t.
+    """
 
     def model(x_t, t):
         a = SCHEDULE.alphas_cumprod[int(t)].item()

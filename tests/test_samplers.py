@@ -148,9 +148,9 @@ def test_timesteps_for_strength_keeps_the_last_steps():
 
 
 def test_timestep_grids_for_each_spacing():
-    grid = lambda spacing, n, offset=0: DDIMSampler(
-        SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset
-    ).timesteps.tolist()
+    def grid(spacing: str, n: int, offset: int = 0) -> list[int]:
+        return DDIMSampler(SCHEDULE, n, timestep_spacing=spacing, steps_offset=offset).timesteps.tolist()
+
     assert grid("leading", 10) == list(range(900, -1, -100))
     assert grid("leading", 10, offset=1) == list(range(901, 0, -100))
     assert grid("trailing", 10) == list(range(999, 0, -100))

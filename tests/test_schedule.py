@@ -161,8 +161,11 @@ def test_known_values():
     assert SCHEDULES["linear"].snr(last).item() == pytest.approx(4.036e-05, rel=1e-3)
     assert SCHEDULES["scaled_linear"].snr(last).item() == pytest.approx(0.004682, rel=1e-3)
     assert SCHEDULES["scaled_linear"].alphas_cumprod[-1].sqrt().item() == pytest.approx(0.068265, rel=1e-4)
+
     # cosine: alpha_bar(t) = cos^2((t/T + s)/(1 + s) pi/2) / cos^2(s/(1 + s) pi/2) at t = T/2
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    def f(u: float) -> float:
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
     assert SCHEDULES["cosine"].alphas_cumprod[499].item() == pytest.approx(f(0.5) / f(0.0), rel=1e-12)
 
 

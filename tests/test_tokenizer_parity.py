@@ -103,12 +103,16 @@ CONTRACTIONS = ["it's", "don't", "they're", "we've", "i'm", "you'll", "he'd", "I
 def _corpus() -> list[str]:
     """1,200 deterministic strings from eight generators (captions, punctuation, numbers, ...)."""
     rng = random.Random(1234)
-    word = lambda: rng.choice(WORDS)
+
+    def word() -> str:
+        return rng.choice(WORDS)
+
     generators = [
         lambda: " ".join(word() for _ in range(rng.randint(1, 12))),
         lambda: " ".join(word().upper() if rng.random() < 0.3 else word() for _ in range(5)) + rng.choice(PUNCT),
         lambda: (
-            f"{rng.randint(0, 10 ** rng.randint(1, 9))} {word()}s, {rng.random():.4f}% at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}"
+            f"{rng.randint(0, 10 ** rng.randint(1, 9))} {word()}s, {rng.random():.4f}% "
+            f"at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}"
         ),
         lambda: " ".join(rng.choice(CONTRACTIONS + WORDS) for _ in range(rng.randint(1, 8))),
         lambda: "".join(rng.choice(ODD + WORDS + PUNCT + [" ", ""]) for _ in range(rng.randint(1, 15))),

@@ -103,7 +103,8 @@ def test_a_trained_model_is_never_overwritten_by_accident(tmp_path):
 def test_config_errors():
     for changes, words in (
         ({"cond_drop_prob": 1.0}, "cond_drop_prob must be in"), ({"ema_decay": 2.0}, "ema_decay must be in"),
-        ({"steps": -1}, "steps >= 0"), ({"batch_size": 0}, "batch_size >= 1"), ({"lr": float("nan")}, "lr must be a finite"),
+        ({"steps": -1}, "steps >= 0"), ({"batch_size": 0}, "batch_size >= 1"),
+        ({"lr": float("nan")}, "lr must be a finite"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
     ):  # fmt: skip
         with pytest.raises(ValueError, match=words):

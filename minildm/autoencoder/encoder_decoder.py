@@ -4,9 +4,10 @@
 
 The encoder goes down: conv_in, then per level `num_res_blocks` ResnetBlocks and a 2x
 Downsample padded on the right and bottom as in LDM (not after the last level), a MiddleBlock,
-GroupNorm + SiLU + conv_out. The decoder mirrors it, with one more ResnetBlock per level and Upsample instead of Downsample. The layout
-and the parameter names follow LDM's `ldm/modules/diffusionmodules/model.py`, so the diffusers
-converter (minildm/convert/diffusers_vae.py) is a renaming of keys.
+GroupNorm + SiLU + conv_out. The decoder mirrors it, with one more ResnetBlock per level and
+Upsample instead of Downsample. The layout and the parameter names follow LDM's
+`ldm/modules/diffusionmodules/model.py`, so the diffusers converter
+(minildm/convert/diffusers_vae.py) is a renaming of keys.
 """
 
 import torch
@@ -35,7 +36,10 @@ class AutoencoderLevel(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, in_channels, H, W) -> (B, out_channels, H/f, W/f); out_channels = 2c for KL (mean, log-variance), c for VQ."""
+    """(B, in_channels, H, W) -> (B, out_channels, H/f, W/f).
+
+    out_channels = 2c for KL (mean, log-variance), c for VQ.
+    """
 
     def __init__(self, cfg: AutoencoderConfig, out_channels: int):
         super().__init__()

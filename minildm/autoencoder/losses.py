@@ -46,7 +46,8 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
 
 
 def non_saturating_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    # L_D = 1/2 [-mean log sigmoid(D(x)) - mean log(1 - sigmoid(D(x~)))] = 1/2 [mean softplus(-D(x)) + mean softplus(D(x~))]
+    # L_D = 1/2 [-mean log sigmoid(D(x)) - mean log(1 - sigmoid(D(x~)))]
+    #     = 1/2 [mean softplus(-D(x)) + mean softplus(D(x~))]
     return 0.5 * (F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean())
 
 

@@ -42,7 +42,8 @@ def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
         ) from err
     if abs(float(model.scale_factor) - checkpoint["scale_factor"]) > 1e-6 * abs(checkpoint["scale_factor"]):
         raise CheckpointError(
-            f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's {float(model.scale_factor)}"
+            f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's "
+            f"{float(model.scale_factor)}"
         )
     return model.eval()
 

@@ -64,7 +64,8 @@ class AutoencoderTrainConfig:
         check_lr_schedule(self.lr_schedule)
         if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError(
-                f"need steps >= 0, batch_size >= 1 and warmup_steps >= 0, got {self.steps}, {self.batch_size}, {self.warmup_steps}"
+                "need steps >= 0, batch_size >= 1 and warmup_steps >= 0, "
+                f"got {self.steps}, {self.batch_size}, {self.warmup_steps}"
             )
         if self.image_every < 1 or self.checkpoint_every < 1 or self.scale_factor_images < 1:
             raise ValueError("image_every, checkpoint_every and scale_factor_images must be >= 1")
@@ -74,7 +75,8 @@ class AutoencoderTrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if self.pixel_loss not in ("l1", "mse") or self.gan_loss not in ("hinge", "non_saturating"):
             raise ValueError(
-                f"pixel_loss must be 'l1' or 'mse' and gan_loss 'hinge' or 'non_saturating', got {self.pixel_loss!r}, {self.gan_loss!r}"
+                "pixel_loss must be 'l1' or 'mse' and gan_loss 'hinge' or 'non_saturating', "
+                f"got {self.pixel_loss!r}, {self.gan_loss!r}"
             )
 
     @classmethod

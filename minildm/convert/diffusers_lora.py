@@ -9,7 +9,8 @@ adapted layer of the U-Net, under diffusers' module names and peft's parameter n
 and, in the safetensors header under "lora_adapter_metadata", peft's LoraConfig as JSON (`r`,
 `lora_alpha`, `target_modules`; prefixed "unet." in a pipeline's file). Without that metadata
 diffusers takes lora_alpha = r (scale 1): `StableDiffusionPipeline.load_lora_weights` reads it, but
-diffusers 0.42's `UNet2DConditionModel.load_lora_adapter` only with `use_safetensors=True`. Module names, minildm -> diffusers:
+diffusers 0.42's `UNet2DConditionModel.load_lora_adapter` only with `use_safetensors=True`.
+Module names, minildm -> diffusers:
 
     blocks.k -> transformer_blocks.k      q_proj / k_proj / v_proj -> to_q / to_k / to_v
     out_proj -> to_out.0
@@ -111,6 +112,7 @@ def load_lora(unet: torch.nn.Module, path: str | Path, alpha: float | None = Non
     missing, unexpected = unet.load_state_dict(renamed, strict=False)
     if unexpected or any(".lora_" in key for key in missing):
         raise ValueError(
-            f"{path} does not fit this U-Net: unexpected {unexpected[:3]}, missing {[k for k in missing if '.lora_' in k][:3]}"
+            f"{path} does not fit this U-Net: unexpected {unexpected[:3]}, "
+            f"missing {[k for k in missing if '.lora_' in k][:3]}"
         )
     return layers

@@ -23,8 +23,9 @@ diffusers' class table has `num_class_embeds` rows; minildm's has num_classes + 
 the null label), so num_class_embeds = num_classes + 1. minildm's pooled text vector
 (emb = MLP(t) + W p, `pooled_dim`) is diffusers' class_embed_type="simple_projection" (an
 nn.Linear named class_embedding, called with class_labels=p); its weights are renamed to
-pooled_embedding. A minildm U-Net without a context maps to a diffusers one whose cross_attention_dim equals each level's width, called with
-encoder_hidden_states=None: both then attend to the image tokens in the second attention.
+pooled_embedding. A minildm U-Net without a context maps to a diffusers one whose
+cross_attention_dim equals each level's width, called with encoder_hidden_states=None: both then
+attend to the image tokens in the second attention.
 
     from safetensors.torch import load_file            # or torch.load(..., weights_only=True)
     unet = load_diffusers_unet(json.load(open("unet/config.json")),

@@ -41,7 +41,8 @@ def read_cifar_archive(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                 info = archive.getmember(name)
                 if info.size > RECORDS_PER_BATCH * RECORD_BYTES:
                     raise DatasetCorruptError(
-                        f"{name} in {path} has {info.size:,} bytes, more than the {RECORDS_PER_BATCH:,} records of a CIFAR-10 batch"
+                        f"{name} in {path} has {info.size:,} bytes, "
+                        f"more than the {RECORDS_PER_BATCH:,} records of a CIFAR-10 batch"
                     )
                 member = archive.extractfile(info)
                 if member is None:

@@ -88,7 +88,8 @@ def ensure_file(remote: RemoteFile, folder: Path, download: bool) -> Path:
         partial.unlink()
         raise DatasetCorruptError(
             f"the download of {remote.url} has md5 {actual}, expected {remote.md5} ({size:,} bytes: cut short, or "
-            f"changed on the server); it was deleted and nothing was written at {path}. Try again, or place a good copy at {path}"
+            f"changed on the server); it was deleted and nothing was written at {path}. "
+            f"Try again, or place a good copy at {path}"
         )
     os.replace(partial, path)
     return path

@@ -139,7 +139,8 @@ def open_image(path: Path) -> Image.Image:
     if width * height > MAX_IMAGE_PIXELS:
         image.close()
         raise DatasetCorruptError(
-            f"{path} is {width} x {height} = {width * height:,} pixels, more than the limit of {MAX_IMAGE_PIXELS:,} (8192 x 8192); shrink it first"
+            f"{path} is {width} x {height} = {width * height:,} pixels, "
+            f"more than the limit of {MAX_IMAGE_PIXELS:,} (8192 x 8192); shrink it first"
         )
     return image
 

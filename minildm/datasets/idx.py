@@ -45,12 +45,14 @@ def _spec(name: str, base_url: str, md5s: tuple[str, str, str, str], class_names
 
 MNIST = _spec(
     "mnist", "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+    ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+     "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
     tuple(str(d) for d in range(10)),
 )  # fmt: skip
 FASHION_MNIST = _spec(
     "fashion_mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+    ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+     "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
     ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
 )  # fmt: skip
 
@@ -98,7 +100,8 @@ def read_idx(path: Path) -> np.ndarray:
             raw_dims = f.read(4 * ndim)
             if len(raw_dims) < 4 * ndim:
                 raise DatasetCorruptError(
-                    f"{path} is truncated in its header: it announces {ndim} dimensions but holds {len(raw_dims)} of their {4 * ndim} bytes"
+                    f"{path} is truncated in its header: it announces {ndim} dimensions "
+                    f"but holds {len(raw_dims)} of their {4 * ndim} bytes"
                 )
             dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
             expected = _expected_bytes(path, dims, 4 + 4 * ndim, gzipped)

@@ -226,7 +226,10 @@ def objects_from_arrays(attributes: np.ndarray, boxes: np.ndarray) -> list[list[
 
 
 def cache_path(config: ShapesConfig) -> Path:
-    name = f"shapes_v{GENERATOR_VERSION}_{config.split}_{config.size}px_n{config.num_samples}_seed{config.seed}_obj{config.max_objects}.pt"
+    name = (
+        f"shapes_v{GENERATOR_VERSION}_{config.split}_{config.size}px_n{config.num_samples}"
+        f"_seed{config.seed}_obj{config.max_objects}.pt"
+    )
     return data_root() / "shapes" / name
 
 

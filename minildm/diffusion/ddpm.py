@@ -61,7 +61,8 @@ class DDPMSampler(Sampler):
         beta = 1 - alpha_bar_t / alpha_bar_prev
         x0_hat, _ = self.predict_x0_eps(model_output, x_t, alpha_bar_t)
 
-        # mu_tilde = sqrt(alpha_bar_prev) beta / (1 - alpha_bar_t) x0_hat + sqrt(1 - beta) (1 - alpha_bar_prev) / (1 - alpha_bar_t) x_t
+        # mu_tilde = sqrt(alpha_bar_prev) beta / (1 - alpha_bar_t) x0_hat
+        #          + sqrt(1 - beta) (1 - alpha_bar_prev) / (1 - alpha_bar_t) x_t
         coef1 = alpha_bar_prev**0.5 * beta / (1 - alpha_bar_t)
         coef2 = (1 - beta) ** 0.5 * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
         mean = coef1 * x0_hat + coef2 * x_t

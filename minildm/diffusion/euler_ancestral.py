@@ -8,8 +8,9 @@ sigma_{i+1} keeps the variance of the ancestral (posterior) sample,
     x_{i+1}      = x_i + (sigma_down - sigma_i) d_i + sigma_up z,   z ~ N(0, I)
 
 with d_i = (x_i - D(x_i; sigma_i)) / sigma_i (Karras eq. 3). Notation as in euler.py; sigma_up,
-sigma_down and z are k-diffusion's sigma_up, sigma_down and noise (diffusers: the same names). As in Euler, x_i + (sigma_down -
-sigma_i) d_i = D + sigma_down d_i, which is finite at sigma_i = inf (sigma_down = 0 there).
+sigma_down and z are k-diffusion's sigma_up, sigma_down and noise (diffusers: the same names).
+As in Euler, x_i + (sigma_down - sigma_i) d_i = D + sigma_down d_i, which is finite at
+sigma_i = inf (sigma_down = 0 there).
 Stochastic: samples are not a deterministic function of the starting noise. No noise is
 drawn at the last step (sigma_up = 0); diffusers draws one there and multiplies it by 0.
 """

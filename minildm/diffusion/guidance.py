@@ -18,7 +18,8 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, g
     """eps_uncond + guidance_scale (eps_cond - eps_uncond); tensors of one shape (B, ...)."""
     if eps_uncond.shape != eps_cond.shape:
         raise ValueError(
-            f"eps_uncond and eps_cond must have the same shape, got {tuple(eps_uncond.shape)} and {tuple(eps_cond.shape)}"
+            "eps_uncond and eps_cond must have the same shape, "
+            f"got {tuple(eps_uncond.shape)} and {tuple(eps_cond.shape)}"
         )
     # eps_guided = eps_uncond + w (eps_cond - eps_uncond)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)

@@ -59,7 +59,8 @@ class PLMSSampler(Sampler):
         super().__init__(schedule, num_inference_steps, prediction_type, timestep_spacing, steps_offset, clip_sample)
         if self.alpha_bar(self.grid[0]) == 0:
             raise ValueError(
-                f"PLMS cannot start at t = {int(self.grid[0])}, where this zero-terminal-SNR schedule has alpha_bar = 0 "
+                f"PLMS cannot start at t = {int(self.grid[0])}, "
+                "where this zero-terminal-SNR schedule has alpha_bar = 0 "
                 "(x0 of a combined eps is undefined there): use timestep_spacing 'leading', or ddim, euler or dpmpp_2m"
             )
         # alpha_bar after the last step, as in DDIM

@@ -116,7 +116,8 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         # alpha_bar_{t-1}, with alpha_bar_{-1} = 1 (no noise before the first step)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
-        # the scales of q(x_t | x_0) (eq. 4) and of its inverse x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+        # the scales of q(x_t | x_0) (eq. 4) and of its inverse
+        # x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1 - self.alphas_cumprod).sqrt()
         self.sqrt_recip_alphas_cumprod = 1 / self.sqrt_alphas_cumprod  # inf where alpha_bar = 0 (zero terminal SNR)
@@ -127,7 +128,8 @@ class NoiseSchedule:
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
         # mu_tilde_t = coef1 x_0 + coef2 x_t (DDPM eq. 7), with
-        # coef1 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), coef2 = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+        # coef1 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t),
+        # coef2 = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
         self.posterior_mean_coef1 = self.alphas_cumprod_prev.sqrt() * betas / (1 - self.alphas_cumprod)
         self.posterior_mean_coef2 = self.alphas.sqrt() * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
 
@@ -159,7 +161,8 @@ class NoiseSchedule:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7)."""
         coef1 = self._gather(self.posterior_mean_coef1, t, x0)
         coef2 = self._gather(self.posterior_mean_coef2, t, xt)
-        # mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+        # mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
+        #            + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
         mean = coef1 * x0 + coef2 * xt
         variance = self._gather(self.posterior_variance, t, x0)
         log_variance_clipped = self._gather(self.posterior_log_variance_clipped, t, x0)

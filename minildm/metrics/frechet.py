@@ -69,7 +69,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     """Frechet distance between two sets of features, (N, D) and (M, D) -> float."""
     if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
         raise ValueError(
-            f"features must be (N, D) and (M, D) with the same D, got {tuple(features_a.shape)} and {tuple(features_b.shape)}"
+            "features must be (N, D) and (M, D) with the same D, "
+            f"got {tuple(features_a.shape)} and {tuple(features_b.shape)}"
         )
     return frechet_distance_from_statistics(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
 
