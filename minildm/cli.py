@@ -27,12 +27,12 @@ from minildm.checkpoint import CheckpointError
 from minildm.config import DERIVED, PRESETS, Config, ConfigError, check_sampler_fits, preset, resolve, select_device
 from minildm.datasets import DatasetCorruptError, DatasetUnavailableError
 from minildm.demo import run_demo
+from minildm.evaluate import sample_prompts
 from minildm.flags import add_tree_flags
 from minildm.ldm import load_ldm
-from minildm.pipelines.sampling import FLOW_SAMPLERS, SAMPLERS, make_sampler
-from minildm.pipelines.text_to_image import text_to_image
+from minildm.pipelines.sampling import FLOW_SAMPLERS, SAMPLERS
 from minildm.train.distributed import init_distributed, shutdown
-from minildm.train.runs import RunError, last_step, show_progress, writable_folder
+from minildm.train.runs import RunError, last_step, writable_folder
 from minildm.train.stages import train_first_stage, train_text_ldm
 from minildm.viz import save_image_grid
 
@@ -136,13 +136,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             f"--steps must be at most the model's {ldm.schedule.num_timesteps} timesteps, got {sample.steps}"
         )
     prompts = [p for p in args.prompt for _ in range(args.num)]  # (prompt 0 x num, prompt 1 x num, ...)
-    sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
-    generator = torch.Generator(device).manual_seed(config.seed)
-    batches = [prompts[i : i + sample.batch_size] for i in range(0, len(prompts), sample.batch_size)]
-    images = torch.cat([
-        text_to_image(ldm, sampler, batch, guidance_scale=sample.guidance, generator=generator).cpu()
-        for batch in tqdm(batches, desc="sampling", unit="batch", disable=not show_progress(config.progress))
-    ])  # fmt: skip
+    images = sample_prompts(ldm, prompts, config, device)
     if not torch.isfinite(images).all():
         raise UsageError("the samples are not finite numbers (NaN or inf): lower --guidance or check the checkpoint")
     nrow = args.num if args.num > 1 else min(len(prompts), 8)

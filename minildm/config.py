@@ -82,6 +82,7 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 25  # sampler steps
     guidance: float = 4.0  # classifier-free guidance scale w (1: no guidance)
+    guidance_rescale: float = 0.0  # phi of Lin et al. sec. 3.4 (0: off): the guided output back to the conditional std
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 as much noise as DDPM
     karras: bool = False  # Karras et al.'s noise levels (rho = 7), for euler, euler_a, heun and dpmpp_2m
     batch_size: int = 200  # images per forward pass
@@ -93,6 +94,7 @@ class SampleConfig:
             raise ConfigError(f"sample steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         check_finite("sample.guidance", self.guidance, 0.0, 100.0)
         check_finite("sample.eta", self.eta, 0.0, 1.0)
+        check_finite("sample.guidance_rescale", self.guidance_rescale, 0.0, 1.0)
         if self.eta and self.sampler != "ddim":
             raise ConfigError(f"sample.eta applies only to the ddim sampler, got sampler {self.sampler!r}")
         if self.karras and self.sampler not in SIGMA_SAMPLERS:

@@ -43,12 +43,13 @@ def sample_prompts(ldm: LatentDiffusion, prompts: list[str], config: Config, dev
     starts = tqdm(
         range(0, len(prompts), sample.batch_size), desc="sampling", disable=not show_progress(config.progress)
     )
-    images = [
-        text_to_image(
-            ldm, sampler, prompts[i : i + sample.batch_size], guidance_scale=sample.guidance, generator=generator
-        ).cpu()
-        for i in starts
-    ]
+    images = []
+    for i in starts:
+        batch = prompts[i : i + sample.batch_size]
+        w, phi = sample.guidance, sample.guidance_rescale
+        images.append(
+            text_to_image(ldm, sampler, batch, guidance_scale=w, generator=generator, guidance_rescale=phi).cpu()
+        )
     return torch.cat(images)
 
 

@@ -247,3 +247,21 @@ def test_a_zero_terminal_snr_model_samples_from_the_pure_noise_step(text_ldm, na
     assert torch.isfinite(images).all()
     with pytest.raises(ValueError, match=f"PLMS cannot start at t = {T - 1},"):
         make_sampler(zero_snr, "plms", 4)
+
+
+def test_guidance_rescale_against_diffusers_and_its_limits():
+    """Lin et al. sec. 3.4: phi = 0 is plain guidance, phi = 1 gives the conditional output's std
+    per sample; equal to diffusers' rescale_noise_cfg."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    from minildm.diffusion import rescale_guidance
+
+    generator = torch.Generator().manual_seed(0)
+    uncond, cond = torch.randn(3, 4, 8, 8, generator=generator), torch.randn(3, 4, 8, 8, generator=generator)
+    guided = classifier_free_guidance(uncond, cond, 7.5)
+    for phi in (0.0, 0.3, 0.7, 1.0):
+        torch.testing.assert_close(rescale_guidance(guided, cond, phi), rescale_noise_cfg(guided, cond, phi))
+    assert torch.equal(rescale_guidance(guided, cond, 0.0), guided)
+    torch.testing.assert_close(rescale_guidance(guided, cond, 1.0).std(dim=(1, 2, 3)), cond.std(dim=(1, 2, 3)))
+    with pytest.raises(ValueError, match="rescale phi must be in"):
+        rescale_guidance(guided, cond, 1.5)

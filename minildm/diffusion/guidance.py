@@ -9,6 +9,16 @@ predictions are extrapolated away from the unconditional one:
 w = 1 is the plain conditional model, w = 0 the unconditional one, w > 1 trades diversity for
 fidelity to the condition. (The paper writes (1 + w') eps_cond - w' eps_uncond, so w = 1 + w'.)
 The same formula applies to x0 or v predictions, since each is linear in eps at a fixed x_t.
+
+Guidance rescale (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+2023, sec. 3.4): at large w the guided prediction's standard deviation grows past that of any
+prediction the network makes, and images come out over-exposed. Rescaling it back to the
+conditional prediction's standard deviation, then mixing with factor phi, fixes that:
+
+    out_rescaled = out_guided * std(out_cond) / std(out_guided)     (std over each sample)
+    out = phi out_rescaled + (1 - phi) out_guided
+
+As in diffusers (`rescale_noise_cfg`), it acts on the model's output, whatever it predicts.
 """
 
 import torch
@@ -23,3 +33,15 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, g
         )
     # eps_guided = eps_uncond + w (eps_cond - eps_uncond)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Lin et al. sec. 3.4: the guided output (B, ...) brought back to the std of the conditional
+    output, mixed with factor `rescale` (phi in [0, 1]; 0 leaves it unchanged)."""
+    if not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"guidance rescale phi must be in [0, 1], got {rescale}")
+    dims = list(range(1, guided.ndim))
+    # out_rescaled = out_guided * std(out_cond) / std(out_guided)
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    # out = phi out_rescaled + (1 - phi) out_guided
+    return rescale * rescaled + (1 - rescale) * guided

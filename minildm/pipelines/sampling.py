@@ -31,6 +31,7 @@ from minildm.diffusion import (
     PLMSSampler,
     Sampler,
     classifier_free_guidance,
+    rescale_guidance,
 )
 from minildm.diffusion.flow import FlowEulerSampler
 from minildm.ldm import Condition, LatentDiffusion
@@ -142,8 +143,10 @@ def guided_model_output(
     uncond: Condition | None,
     guidance_scale: float,
     x_concat: torch.Tensor | None = None,
+    guidance_rescale: float = 0.0,
 ) -> torch.Tensor:
-    """The U-Net's prediction at (z_t (B, c, h, w), t), guided when uncond is given."""
+    """The U-Net's prediction at (z_t (B, c, h, w), t), guided when uncond is given (and
+    rescaled toward the conditional output's std with guidance_rescale > 0)."""
     B = z_t.shape[0]
     # the sigma-view samplers evaluate at real-valued timesteps (the U-Net embeds sin/cos of t)
     t = float(t)
@@ -158,7 +161,8 @@ def guided_model_output(
     ).float()  # (2B, c, h, w)
     out_uncond, out_cond = both.chunk(2)
     # out = out_uncond + w (out_cond - out_uncond)
-    return classifier_free_guidance(out_uncond, out_cond, guidance_scale)
+    guided = classifier_free_guidance(out_uncond, out_cond, guidance_scale)
+    return rescale_guidance(guided, out_cond, guidance_rescale) if guidance_rescale else guided
 
 
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

@@ -34,19 +34,21 @@ def text_to_image(
     generator: torch.Generator | None = None,
     num_images: int | None = None,
     return_latents: bool = False,
+    guidance_rescale: float = 0.0,
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] (or latents z_0 (B, c, h, w)), one per prompt or class label.
 
     prompts for a text model, class_labels (B,) for a class model, num_images for an
     unconditional one. guidance_scale w: 0 unconditional, 1 conditional (one forward per step),
     > 1 guided. negative_prompts (B strings) replace the empty prompt of the unconditional branch.
+    guidance_rescale phi in [0, 1]: Lin et al.'s rescale of the guided output (diffusion/guidance.py).
     """
     B = batch_size_of(prompts, class_labels, num_images)
     cond, uncond = conditions(ldm, B, prompts, class_labels, negative_prompts, guidance_scale)
     # z_T ~ N(0, I)
     z = initial_noise((B, *ldm.latent_shape()), generator, ldm.device)
     for t in sampler.timesteps:
-        model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale)
+        model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale, guidance_rescale=guidance_rescale)
         z = sampler.step(model_output, t, z, generator=generator)
     return z if return_latents else ldm.decode_latents(z)
 
