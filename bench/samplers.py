@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from minildm.datasets.shapes import ShapesConfig, ShapesDataset
-from minildm.demo import canonical_prompts
+from minildm.evaluate import canonical_prompts
 from minildm.ldm import load_ldm
 from minildm.metrics import (
     ClassifierTrainConfig,
