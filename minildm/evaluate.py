@@ -40,16 +40,16 @@ def sample_prompts(ldm: LatentDiffusion, prompts: list[str], config: Config, dev
     generator = torch.Generator(device).manual_seed(config.seed)
     sample = config.sample
     sampler = make_sampler(ldm, sample.sampler, sample.steps, eta=sample.eta, karras=sample.karras)
-    starts = tqdm(
-        range(0, len(prompts), sample.batch_size), desc="sampling", disable=not show_progress(config.progress)
-    )
+    progress = show_progress(config.progress)
+    starts = tqdm(range(0, len(prompts), sample.batch_size), desc="sampling", disable=not progress)
     images = []
     for i in starts:
         batch = prompts[i : i + sample.batch_size]
-        w, phi = sample.guidance, sample.guidance_rescale
-        images.append(
-            text_to_image(ldm, sampler, batch, guidance_scale=w, generator=generator, guidance_rescale=phi).cpu()
-        )
+        guided = text_to_image(
+            ldm, sampler, batch, guidance_scale=sample.guidance, generator=generator,
+            guidance_rescale=sample.guidance_rescale, progress=progress,
+        )  # fmt: skip
+        images.append(guided.cpu())
     return torch.cat(images)
 
 

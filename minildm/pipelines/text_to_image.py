@@ -12,6 +12,7 @@ for bit (on one machine and device).
 """
 
 import torch
+from tqdm.auto import tqdm
 
 from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
@@ -35,6 +36,7 @@ def text_to_image(
     num_images: int | None = None,
     return_latents: bool = False,
     guidance_rescale: float = 0.0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] (or latents z_0 (B, c, h, w)), one per prompt or class label.
 
@@ -42,12 +44,13 @@ def text_to_image(
     unconditional one. guidance_scale w: 0 unconditional, 1 conditional (one forward per step),
     > 1 guided. negative_prompts (B strings) replace the empty prompt of the unconditional branch.
     guidance_rescale phi in [0, 1]: Lin et al.'s rescale of the guided output (diffusion/guidance.py).
+    progress: a progress bar over the sampler's steps.
     """
     B = batch_size_of(prompts, class_labels, num_images)
     cond, uncond = conditions(ldm, B, prompts, class_labels, negative_prompts, guidance_scale)
     # z_T ~ N(0, I)
     z = initial_noise((B, *ldm.latent_shape()), generator, ldm.device)
-    for t in sampler.timesteps:
+    for t in tqdm(sampler.timesteps, desc="denoising", leave=False, disable=not progress):
         model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale, guidance_rescale=guidance_rescale)
         z = sampler.step(model_output, t, z, generator=generator)
     return z if return_latents else ldm.decode_latents(z)
