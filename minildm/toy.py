@@ -2,7 +2,7 @@
 
 The data are points in the plane (two moons, or eight Gaussians on a circle). The network
 eps_theta(x_t, t) is a small MLP on [x_t, timestep_embedding(t)] (DDPM sec. 3.3 and
-appendix B use a U-Net; for 2-D points an MLP is enough). Training is DDPM Algorithm 1:
+App. B use a U-Net; for 2-D points an MLP is enough). Training is DDPM Algorithm 1:
 
     x_0 ~ data,  t ~ Uniform{0..T-1},  eps ~ N(0, I)
     minimize || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2   (eq. 14)

@@ -1,4 +1,4 @@
-"""The building blocks of the first-stage autoencoder (LDM sec. 3.1, appendix G).
+"""The building blocks of the first-stage autoencoder (LDM sec. 3.1, App. G).
 
 The encoder and decoder of LDM (and of Stable Diffusion's VAE) are stacks of three pieces:
 

@@ -1,4 +1,4 @@
-"""The configuration shared by the KL and VQ autoencoders (LDM sec. 3.1, appendix G).
+"""The configuration shared by the KL and VQ autoencoders (LDM sec. 3.1, App. G).
 
 Channels at level i are base_channels * channel_mult[i]; every level but the last halves the
 resolution, so the downsampling factor is f = 2 ** (len(channel_mult) - 1) and an image

@@ -7,7 +7,7 @@
 weights (and Stable Diffusion's) load unchanged.
 
 The diffusion model does not see z but z * scale_factor, scaled to unit variance
-(LDM sec. 4.3.2 and appendix D.1; see scale_factor.py):
+(LDM sec. 4.3.2, App. D.1; see scale_factor.py):
 
     encode_latents(x) = scale_factor * mu(x)   (sample=True draws z ~ q(z|x), as LDM and SD train)
     decode_latents(z_scaled) = D(z_scaled / scale_factor)

@@ -1,4 +1,4 @@
-"""The loss of LDM's autoencoders (sec. 3.1 and appendix G; VQGAN, Esser et al. 2021, eq. 5-7).
+"""The loss of LDM's autoencoders (LDM sec. 3.1, App. G; VQGAN, Esser et al. 2021, eq. 5-7).
 
 Generator (the autoencoder), for a reconstruction x~ = D(E(x)):
 

@@ -1,5 +1,5 @@
 """The latent scale factor: why Stable Diffusion multiplies its latents by 0.18215
-(LDM sec. 4.3.2 and appendix D.1).
+(LDM sec. 4.3.2, App. D.1; the estimate itself is written out in App. G).
 
 The diffusion process q(z_t | z_0) = N(sqrt(alpha_bar_t) z_0, (1 - alpha_bar_t) I) is designed
 for data of unit variance: at t = T it must have destroyed z_0 and left pure N(0, I) noise,

@@ -6,7 +6,7 @@ Every attention in minildm goes through this one module:
 
 - self-attention over image positions in the U-Net's `SpatialTransformer` and in the
   autoencoder's middle block: Q, K and V are all projections of the same tokens x;
-- cross-attention in the U-Net (LDM eq. 3): Q = W_Q phi(z_t) from the image positions,
+- cross-attention in the U-Net (LDM sec. 3.3): Q = W_Q phi(z_t) from the image positions,
   K = W_K tau(y) and V = W_V tau(y) from the conditioning tokens tau(y) (the text);
 - causal self-attention in the CLIP text encoder: a mask stops token i from looking at j > i.
 

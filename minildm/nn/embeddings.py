@@ -1,4 +1,4 @@
-"""Sinusoidal timestep embedding and its MLP (DDPM, Ho et al. 2020, sec. 3.3 / appendix B;
+"""Sinusoidal timestep embedding and its MLP (DDPM, Ho et al. 2020, sec. 3.3 / App. B;
 Transformer positional encoding, Vaswani et al. 2017, sec. 3.5).
 
 The U-Net is told the diffusion step t through a vector. With half = dim / 2 frequencies

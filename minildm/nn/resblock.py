@@ -1,4 +1,4 @@
-"""Residual block with the timestep embedding (DDPM's U-Net, Ho et al. 2020, appendix B;
+"""Residual block with the timestep embedding (DDPM's U-Net, Ho et al. 2020, App. B;
 scale-shift variant: Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", sec. 3, "AdaGN").
 
     h = Conv3x3(SiLU(GroupNorm(x)))

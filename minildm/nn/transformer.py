@@ -1,6 +1,6 @@
-"""The SpatialTransformer of the LDM U-Net (Rombach et al. 2022, sec. 3.3 and appendix E.2.1).
+"""The SpatialTransformer of the LDM U-Net (Rombach et al. 2022, sec. 3.3 and App. E.2.1).
 
-Conditioning enters the U-Net through cross-attention (LDM eq. 3):
+Conditioning enters the U-Net through cross-attention (LDM sec. 3.3):
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V,
     Q = W_Q phi_i(z_t),   K = W_K tau_theta(y),   V = W_V tau_theta(y)

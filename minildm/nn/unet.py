@@ -1,5 +1,5 @@
 """The conditional U-Net eps_theta(z_t, t, y) of latent diffusion (Rombach et al. 2022, sec. 3.3;
-the U-Net of Ronneberger et al. 2015 as used by DDPM, Ho et al. 2020, appendix B).
+the U-Net of Ronneberger et al. 2015 as used by DDPM, Ho et al. 2020, App. B).
 
 It predicts the noise in z_t (LDM eq. 2 and eq. 3). One class covers every conditioning of the
 paper:
@@ -8,7 +8,7 @@ paper:
 - class-conditional: a label embedding is added to the time embedding. The table has
   num_classes + 1 rows: label == num_classes is the "null" label of classifier-free guidance
   (Ho & Salimans 2022), used when `class_labels` is None;
-- text-conditional (LDM eq. 3): cross-attention from image positions to the text tokens
+- text-conditional (LDM sec. 3.3; its loss is eq. 3): cross-attention from image positions to the text tokens
   tau_theta(y), in the SpatialTransformers of the levels listed in `attention_levels` and of
   the middle;
 - concatenation (LDM sec. 4.3 and 4.4): inpainting and super-resolution concatenate extra

@@ -1,4 +1,4 @@
-"""CLIP's text transformer tau_theta (Radford et al. 2021, sec. 2.4; LDM sec. 3.3, eq. 3).
+"""CLIP's text transformer tau_theta (Radford et al. 2021, sec. 2.4; LDM sec. 3.3).
 
 Token ids y (B, L) become per-token hidden states tau_theta(y) (B, L, width), the context that
 the U-Net's cross-attention reads (K = W_K tau_theta(y), V = W_V tau_theta(y)), and one pooled

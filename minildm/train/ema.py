@@ -1,4 +1,4 @@
-"""Exponential moving average (EMA) of model weights (LDM appendix, as in DDPM and ADM).
+"""Exponential moving average (EMA) of model weights (as in DDPM, Ho et al. 2020, sec. 4, and ADM).
 
 Diffusion models are sampled with a running average of the weights seen during training,
 not with the last weights:
