@@ -11,7 +11,7 @@ paper:
 - text-conditional (LDM sec. 3.3; its loss is eq. 3): cross-attention from image positions to the text tokens
   tau_theta(y), in the SpatialTransformers of the levels listed in `attention_levels` and of
   the middle;
-- concatenation (LDM sec. 4.3 and 4.4): inpainting and super-resolution concatenate extra
+- concatenation (LDM sec. 3.3, 4.4 and 4.5): inpainting and super-resolution concatenate extra
   channels (mask + masked-image latent, or the upsampled low-res image) to z_t.
 
 Optional, not in the paper: `coordinate_channels` appends two fixed channels holding each
