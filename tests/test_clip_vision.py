@@ -3,10 +3,13 @@ the class token as the pooled output, and inputs that are refused with an explan
 
 import pytest
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+import torch.nn.functional as F
+from transformers import CLIPConfig as HFCLIPConfig
+from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from minildm.clip.vision import VisionEncoder, VisionEncoderConfig
 from minildm.convert.hf_clip_vision import (
+    clip_from_hf,
     convert_hf_clip_vision_state_dict,
     vision_config_from_hf,
     vision_encoder_from_hf,
@@ -92,3 +95,26 @@ def test_bad_inputs_are_explained():
     encoder = VisionEncoder(VisionEncoderConfig(image_size=16, patch_size=8, width=32, num_layers=1, num_heads=4))
     with pytest.raises(ValueError, match=r"shape \(B, 3, 16, 16\)"):
         encoder(torch.zeros(1, 3, 32, 32))
+
+
+def test_a_whole_clip_model_matches_transformers_logits():
+    """CLIPModel -> our CLIP: image and text embeddings (CLIPModel returns them normalised) and
+    logits_per_image = exp(t) cos, t = log(1/0.07)."""
+    torch.manual_seed(3)
+    vision = _hf_config("quick_gelu").to_dict()
+    text = dict(vocab_size=100, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=16, eos_token_id=2, bos_token_id=98, pad_token_id=0)  # fmt: skip
+    hf = CLIPModel(HFCLIPConfig(text_config=text, vision_config=vision, projection_dim=12)).eval()
+    _perturb(hf)
+    ours = clip_from_hf(hf).eval()
+    images = torch.randn(3, 3, 16, 16)
+    tokens = torch.tensor([[98, 60, 61, 99, 0], [98, 70, 99, 0, 0]])
+    with torch.no_grad():
+        expected = hf(input_ids=tokens, pixel_values=images)
+        torch.testing.assert_close(
+            F.normalize(ours.encode_image(images), dim=-1), expected.image_embeds, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            F.normalize(ours.encode_text(tokens), dim=-1), expected.text_embeds, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(ours(images, tokens), expected.logits_per_image, atol=1e-5, rtol=0)

@@ -60,7 +60,9 @@ def test_image_projection_matches_diffusers():
     with torch.no_grad():
         ours.norm.weight.normal_()
         ours.norm.bias.normal_()
-    theirs.load_state_dict({"image_embeds." + k[len("proj.") :] if k.startswith("proj.") else k: v for k, v in ours.state_dict().items()})
+    theirs.load_state_dict(
+        {"image_embeds." + k[len("proj.") :] if k.startswith("proj.") else k: v for k, v in ours.state_dict().items()}
+    )
     image_embeds = torch.randn(4, 12)
     torch.testing.assert_close(ours(image_embeds), theirs(image_embeds), atol=1e-5, rtol=0)
 

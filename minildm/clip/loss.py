@@ -34,7 +34,9 @@ def clip_logits(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_sca
             f"got {tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
         )
     if logit_scale.numel() != 1:
-        raise ValueError(f"logit_scale must be one number (the log temperature t), got shape {tuple(logit_scale.shape)}")
+        raise ValueError(
+            f"logit_scale must be one number (the log temperature t), got shape {tuple(logit_scale.shape)}"
+        )
     # I_e = I / ||I||, T_e = T / ||T||
     image_embeds = F.normalize(image_embeds, dim=-1)
     text_embeds = F.normalize(text_embeds, dim=-1)
@@ -47,7 +49,8 @@ def clip_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale
     """The symmetric contrastive loss of B matching pairs: image_embeds and text_embeds (B, D), row i with row i."""
     if image_embeds.shape[0] != text_embeds.shape[0]:
         raise ValueError(
-            f"need as many texts as images (row i matches row i), got {image_embeds.shape[0]} and {text_embeds.shape[0]}"
+            f"need as many texts as images (row i matches row i), "
+            f"got {image_embeds.shape[0]} and {text_embeds.shape[0]}"
         )
     logits_per_image = clip_logits(image_embeds, text_embeds, logit_scale)  # (B, B)
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)  # pair i is the answer to row i

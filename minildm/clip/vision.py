@@ -46,9 +46,7 @@ class VisionEncoderConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size must be divisible by patch_size, got {self.image_size} and {self.patch_size}"
-            )
+            raise ValueError(f"image_size must be divisible by patch_size, got {self.image_size} and {self.patch_size}")
         if self.width % self.num_heads:
             raise ValueError(f"width must be divisible by num_heads, got {self.width} and {self.num_heads}")
         if self.activation not in ("quick_gelu", "gelu"):

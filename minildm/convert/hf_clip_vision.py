@@ -14,18 +14,21 @@ The two modules compute the same function (CLIP's ViT, see minildm/clip/vision.p
     post_layernorm.*                                ln_post.*
     visual_projection.weight                        visual_projection.weight
 
-Usage with real weights (a local safetensors file; minildm never downloads them):
+A whole transformers `CLIPModel` (both towers, both projections and `logit_scale`) becomes a
+minildm `CLIP` through `clip_from_hf`, so CLIP score can be computed with real weights when a
+local copy exists (minildm never downloads them):
 
-    state = safetensors.torch.load_file("clip-vit-base-patch32/model.safetensors")
-    encoder = VisionEncoder(vision_config_from_hf(hf_config.vision_config, projection_dim=512))
-    encoder.load_state_dict(convert_hf_clip_vision_state_dict(state, encoder.cfg.num_layers, projection=True))
+    hf_model = transformers.CLIPModel.from_pretrained("path/to/clip-vit-base-patch32")  # a local folder
+    clip = clip_from_hf(hf_model)
 """
 
 from types import SimpleNamespace
 
 import torch
 
+from minildm.clip.model import CLIP, CLIPConfig
 from minildm.clip.vision import VisionEncoder, VisionEncoderConfig
+from minildm.convert.hf_clip import config_from_hf, convert_hf_clip_text_state_dict
 
 
 def vision_config_from_hf(hf_config, projection_dim: int | None = None) -> VisionEncoderConfig:
@@ -93,3 +96,25 @@ def vision_encoder_from_hf(hf_model) -> VisionEncoder:
     state = convert_hf_clip_vision_state_dict(hf_model.state_dict(), encoder.cfg.num_layers, projection is not None)
     encoder.load_state_dict(state)
     return encoder
+
+
+def clip_from_hf(hf_model) -> CLIP:
+    """A minildm `CLIP` with the weights of a transformers `CLIPModel`: both towers, their
+    projections, and the log temperature `logit_scale`."""
+    config = CLIPConfig(
+        embed_dim=hf_model.config.projection_dim,
+        vision=vision_config_from_hf(hf_model.config.vision_config),
+        text=config_from_hf(hf_model.config.text_config),
+    )
+    clip = CLIP(config)
+    state = hf_model.state_dict()
+    vision = convert_hf_clip_vision_state_dict(state, config.vision.num_layers, projection=True)
+    text = convert_hf_clip_text_state_dict(state, config.text.num_layers, projection=True)
+    clip.load_state_dict(
+        {
+            **{f"vision.{name}": value for name, value in vision.items()},
+            **{f"text.{name}": value for name, value in text.items()},
+            "logit_scale": state["logit_scale"],
+        }
+    )
+    return clip
