@@ -1,4 +1,4 @@
-"""CLIP score (Hessel et al. 2021, "CLIPScore", eq. 1): how well an image matches a text, by a CLIP.
+"""CLIP score (Hessel et al. 2021, "CLIPScore", sec. 3): how well an image matches a text, by a CLIP.
 
     CLIP-S(c, v) = w * max(cos(E_v, E_c), 0),   w = 100
 

@@ -4,8 +4,8 @@ Each step draws B (image, caption) pairs, embeds both, and takes one AdamW step 
 contrastive loss (minildm/clip/loss.py). The tokenizer's BPE merges are learned from the training
 captions first (minildm/text/bpe_trainer.py), as the LDM demo does. What CLIP did at scale, here small:
 
-- AdamW with decoupled weight decay on the weight matrices only, not on gains, biases, embeddings
-  or the temperature (sec. 2.5: "not applied to gains or biases");
+- AdamW with decoupled weight decay on the weights that are not gains or biases (sec. 2.5); here
+  also not on the embeddings, the class token or the temperature;
 - linear warmup, then cosine decay of the learning rate (minildm/train/lr.py);
 - the log temperature t learned with the rest, exp(t) clipped at 100 inside the loss.
 

@@ -1,4 +1,4 @@
-"""IP-Adapter's decoupled cross-attention: image prompts for a text-to-image U-Net (Ye et al. 2023, sec. 3.2, eq. 1-5).
+"""IP-Adapter's decoupled cross-attention: image prompts for a text-to-image U-Net (Ye et al. 2023, sec. 3.2).
 
 A reference image's CLIP embedding c_i (B, D_img) is projected to N extra context tokens (sec. 3.2.1):
 
@@ -6,7 +6,7 @@ A reference image's CLIP embedding c_i (B, D_img) is projected to N extra contex
 
 Each cross-attention of the frozen U-Net keeps its text attention (LDM sec. 3.3) and gains a second
 attention over the image tokens, with new key and value projections W'_K, W'_V (no bias) and the
-same query (eq. 3-5):
+same query (sec. 3.2.2; lambda at inference, sec. 3.2.4):
 
     Z  = Attention(Q, K, V),    Q = x W_Q, K = c_t W_K, V = c_t W_V        the text, as before
     Z' = Attention(Q, K', V'),  K' = c_i' W'_K, V' = c_i' W'_V             the image prompt
@@ -34,7 +34,8 @@ class ImageProjection(nn.Module):
         super().__init__()
         if min(image_embed_dim, context_dim, num_tokens) < 1:
             raise ValueError(
-                f"image_embed_dim, context_dim and num_tokens must be >= 1, got {image_embed_dim}, {context_dim}, {num_tokens}"
+                f"image_embed_dim, context_dim and num_tokens must be >= 1, "
+                f"got {image_embed_dim}, {context_dim}, {num_tokens}"
             )
         self.num_tokens, self.context_dim = num_tokens, context_dim
         self.proj = nn.Linear(image_embed_dim, num_tokens * context_dim)
