@@ -31,7 +31,7 @@ def main():
     train = ShapesDataset(ShapesConfig(size=32, num_samples=args.num_train, seed=args.seed, split="train"))
     config = CLIPTrainConfig(steps=args.steps, seed=args.seed)
     model, tokenizer, history = train_clip(config, train.images, train.captions)
-    cfg, last = model.cfg, min(50, config.steps)
+    cfg, last = model.config, min(50, config.steps)
     print(
         f"CLIP: ViT {cfg.vision.width}w x {cfg.vision.num_layers} layers, patch {cfg.vision.patch_size}; "
         f"text {cfg.text.width}w x {cfg.text.num_layers} layers; embed {cfg.embed_dim}; "

@@ -376,7 +376,7 @@ def measure_lever(lever: Lever, cfg: BenchConfig, batch: int, device: torch.devi
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         if lever.checkpointing:
             if name == "minildm":
-                model.cfg.gradient_checkpointing = True
+                model.config.gradient_checkpointing = True
             else:
                 model.enable_gradient_checkpointing()
         unet_step = make_step(name, forward, optimizer, lever.variant, batch, device)

@@ -43,7 +43,7 @@ def test_matches_transformers_clip_vision_model_with_projection(hidden_act):
     hf = CLIPVisionModelWithProjection(_hf_config(hidden_act)).eval()
     _perturb(hf)
     ours = vision_encoder_from_hf(hf).eval()
-    assert ours.cfg.projection_dim == 12 and ours.cfg.mlp_width == 80 and ours.cfg.num_patches == 16
+    assert ours.config.projection_dim == 12 and ours.config.mlp_width == 80 and ours.config.num_patches == 16
     images = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         expected = hf(pixel_values=images)

@@ -65,7 +65,7 @@ def test_parity_with_diffusers_controlnet_model(name):
             ):
                 p.normal_(0, 0.1)
     unet = load_diffusers_unet(dict(ref_unet.config), ref_unet.state_dict()).eval()
-    controlnet = load_diffusers_controlnet(dict(ref.config), ref.state_dict(), unet.cfg).eval()
+    controlnet = load_diffusers_controlnet(dict(ref.config), ref.state_dict(), unet.config).eval()
     assert controlnet.control_cfg == HINT
     args, hint = inputs(cfg), torch.rand(2, 3, 16, 16)
     sample = args["x"] if args["x_concat"] is None else torch.cat([args["x"], args["x_concat"]], dim=1)

@@ -22,7 +22,9 @@ def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     assert any(c.cell_type == "code" for c in notebook.cells), f"{path.name} has no code"
     # run from the notebooks folder so relative paths behave as they do for a student
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
 
 

@@ -47,8 +47,8 @@ def test_matches_transformers_clip_text_model(hidden_act, eos_token_id, end):
     otherwise both pool at the first eos_token_id, here 50, which argmax would miss."""
     hf = _hf_model(hidden_act, eos_token_id)
     ours = text_encoder_from_hf(hf).eval()
-    assert ours.cfg.eos_token_id == (None if eos_token_id == 2 else 50)
-    assert ours.cfg.mlp_width == 80
+    assert ours.config.eos_token_id == (None if eos_token_id == 2 else 50)
+    assert ours.config.mlp_width == 80
     tokens = _tokens(end)
     assert ours.pool_positions(tokens).tolist() == [13, 4, 3]
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_text_projection_is_kept_and_matches_text_embeds():
     )
     hf = CLIPTextModelWithProjection(config).eval()
     ours = text_encoder_from_hf(hf).eval()
-    assert ours.cfg.projection_dim == 24
+    assert ours.config.projection_dim == 24
     tokens = _tokens(50)
     with torch.no_grad():
         expected = hf(input_ids=tokens)

@@ -26,14 +26,14 @@ class DiscriminatorConfig:
 class PatchDiscriminator(nn.Module):
     """Images (B, 3, H, W) -> patch logits (B, 1, h', w')."""
 
-    def __init__(self, cfg: DiscriminatorConfig):
+    def __init__(self, config: DiscriminatorConfig):
         super().__init__()
-        ch = cfg.channels
-        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        ch = config.channels
+        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ch, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         mult = 1
-        for n in range(1, cfg.n_layers + 1):
+        for n in range(1, config.n_layers + 1):
             previous, mult = mult, min(2**n, 8)
-            stride = 2 if n < cfg.n_layers else 1  # the last hidden layer keeps the resolution
+            stride = 2 if n < config.n_layers else 1  # the last hidden layer keeps the resolution
             layers += [
                 nn.Conv2d(ch * previous, ch * mult, 4, stride=stride, padding=1, bias=False),
                 nn.BatchNorm2d(ch * mult),

@@ -41,19 +41,19 @@ class Encoder(nn.Module):
     out_channels = 2c for KL (mean, log-variance), c for VQ.
     """
 
-    def __init__(self, cfg: AutoencoderConfig, out_channels: int):
+    def __init__(self, config: AutoencoderConfig, out_channels: int):
         super().__init__()
-        channels = cfg.channels
-        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], 3, padding=1)
+        channels = config.channels
+        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
         self.levels = nn.ModuleList()
         previous = channels[0]
         for i, ch in enumerate(channels):
             is_last = i == len(channels) - 1
             resample = nn.Identity() if is_last else Downsample(ch, asymmetric_padding=True)
-            self.levels.append(AutoencoderLevel(previous, ch, cfg.num_res_blocks, cfg.norm_groups, resample))
+            self.levels.append(AutoencoderLevel(previous, ch, config.num_res_blocks, config.norm_groups, resample))
             previous = ch
-        self.middle = MiddleBlock(channels[-1], cfg.norm_groups, cfg.attention_in_middle)
-        self.norm_out = group_norm(channels[-1], cfg.norm_groups)
+        self.middle = MiddleBlock(channels[-1], config.norm_groups, config.attention_in_middle)
+        self.norm_out = group_norm(channels[-1], config.norm_groups)
         self.conv_out = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,21 +67,21 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """(B, c, h, w) -> (B, in_channels, h*f, w*f)."""
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        channels = cfg.channels
-        self.conv_in = nn.Conv2d(cfg.latent_channels, channels[-1], 3, padding=1)
-        self.middle = MiddleBlock(channels[-1], cfg.norm_groups, cfg.attention_in_middle)
+        channels = config.channels
+        self.conv_in = nn.Conv2d(config.latent_channels, channels[-1], 3, padding=1)
+        self.middle = MiddleBlock(channels[-1], config.norm_groups, config.attention_in_middle)
         self.levels = nn.ModuleList()  # from the lowest resolution up
         previous = channels[-1]
         for i in reversed(range(len(channels))):
             resample = Upsample(channels[i]) if i > 0 else nn.Identity()
             self.levels.append(
-                AutoencoderLevel(previous, channels[i], cfg.num_res_blocks + 1, cfg.norm_groups, resample)
+                AutoencoderLevel(previous, channels[i], config.num_res_blocks + 1, config.norm_groups, resample)
             )
             previous = channels[i]
-        self.norm_out = group_norm(channels[0], cfg.norm_groups)
-        self.conv_out = nn.Conv2d(channels[0], cfg.in_channels, 3, padding=1)
+        self.norm_out = group_norm(channels[0], config.norm_groups)
+        self.conv_out = nn.Conv2d(channels[0], config.in_channels, 3, padding=1)
 
     @property
     def last_layer(self) -> torch.Tensor:

@@ -30,15 +30,15 @@ class AutoencoderKL(nn.Module):
     kind = "kl"
     sum_pixel_loss = True  # LDM's KL recipe sums the reconstruction loss over pixels (losses.py)
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        cfg.check_kind(self.kind)
-        self.config = cfg
-        c = cfg.latent_channels
-        self.encoder = Encoder(cfg, out_channels=2 * c)
+        config.check_kind(self.kind)
+        self.config = config
+        c = config.latent_channels
+        self.encoder = Encoder(config, out_channels=2 * c)
         self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(config)
         # 1 / std of the latents over the data; 1.0 until compute_scale_factor() sets it
         self.register_buffer("scale_factor", torch.tensor(1.0))
 

@@ -83,16 +83,16 @@ class VQAutoencoder(nn.Module):
     kind = "vq"
     sum_pixel_loss = False  # VQGAN's recipe averages the reconstruction loss over pixels
 
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        cfg.check_kind(self.kind)
-        self.config = cfg
-        c = cfg.latent_channels
-        self.encoder = Encoder(cfg, out_channels=c)
+        config.check_kind(self.kind)
+        self.config = config
+        c = config.latent_channels
+        self.encoder = Encoder(config, out_channels=c)
         self.quant_conv = nn.Conv2d(c, c, 1)
-        self.quantizer = VectorQuantizer(cfg.codebook_size, c, cfg.commitment_beta)
+        self.quantizer = VectorQuantizer(config.codebook_size, c, config.commitment_beta)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(config)
         # 1 / std of the (pre-quantization) latents over the data; 1.0 until computed
         self.register_buffer("scale_factor", torch.tensor(1.0))
 

@@ -39,7 +39,7 @@ ZERO_SHOT_ATTRIBUTES = {
 @torch.no_grad()
 def embed_texts(model: CLIP, tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     """T_e for each text, normalised (N, D)."""
-    tokens = tokenizer(texts, context_length=model.text.cfg.context_length)
+    tokens = tokenizer(texts, context_length=model.text.config.context_length)
     return F.normalize(model.encode_text(tokens), dim=-1)
 
 

@@ -46,11 +46,11 @@ class CLIPConfig:
 class CLIP(nn.Module):
     """images (B, 3, H, W) in [-1, 1] and token ids (B, L) -> embeddings (B, embed_dim) in one space."""
 
-    def __init__(self, cfg: CLIPConfig):
+    def __init__(self, config: CLIPConfig):
         super().__init__()
-        self.cfg = cfg
-        self.vision = VisionEncoder(dataclasses.replace(cfg.vision, projection_dim=cfg.embed_dim))
-        self.text = TextEncoder(dataclasses.replace(cfg.text, projection_dim=cfg.embed_dim))
+        self.config = config
+        self.vision = VisionEncoder(dataclasses.replace(config.vision, projection_dim=config.embed_dim))
+        self.text = TextEncoder(dataclasses.replace(config.text, projection_dim=config.embed_dim))
         # t, the log temperature: exp(t) = 1 / 0.07 at initialisation
         self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE))
 

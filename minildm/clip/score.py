@@ -36,5 +36,5 @@ def clip_score(model: CLIP, tokenizer: CLIPTokenizer, images: torch.Tensor, text
     """CLIP-S of each (image, text) pair under `model`: images (N, 3, H, W) in [-1, 1], N texts -> (N,)."""
     if len(images) != len(texts):
         raise ValueError(f"need one text per image, got {len(images)} images and {len(texts)} texts")
-    tokens = tokenizer(texts, context_length=model.text.cfg.context_length)
+    tokens = tokenizer(texts, context_length=model.text.config.context_length)
     return clip_score_from_embeddings(model.encode_image(images), model.encode_text(tokens))

@@ -86,7 +86,7 @@ def train_clip(
         raise ValueError(f"need at least batch_size={config.batch_size} pairs, got {len(images)}")
     start = time.perf_counter()
     model, tokenizer = build_clip(config, captions)
-    tokens = tokenizer(captions, context_length=model.text.cfg.context_length)  # (N, L), tokenised once
+    tokens = tokenizer(captions, context_length=model.text.config.context_length)  # (N, L), tokenised once
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
     generator = torch.Generator().manual_seed(config.seed)
     history: dict[str, list[float]] = {"loss": [], "logit_scale": []}

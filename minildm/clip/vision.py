@@ -60,13 +60,13 @@ class VisionEncoderConfig:
 class VisionTransformerBlock(nn.Module):
     """Pre-LayerNorm block without a mask: x + MHA(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, cfg: VisionEncoderConfig):
+    def __init__(self, config: VisionEncoderConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.attn = MultiHeadAttention(cfg.width, cfg.num_heads, qkv_bias=True, use_sdpa=cfg.use_sdpa)
-        self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        hidden = cfg.mlp_width if cfg.mlp_width is not None else int(cfg.mlp_ratio * cfg.width)
-        self.mlp = TextMLP(cfg.width, hidden, cfg.activation)
+        self.ln_1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.attn = MultiHeadAttention(config.width, config.num_heads, qkv_bias=True, use_sdpa=config.use_sdpa)
+        self.ln_2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        hidden = config.mlp_width if config.mlp_width is not None else int(config.mlp_ratio * config.width)
+        self.mlp = TextMLP(config.width, hidden, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -76,25 +76,25 @@ class VisionTransformerBlock(nn.Module):
 class VisionEncoder(nn.Module):
     """Images (B, in_channels, image_size, image_size) -> hidden (B, 1+N, width), pooled (B, width)."""
 
-    def __init__(self, cfg: VisionEncoderConfig):
+    def __init__(self, config: VisionEncoderConfig):
         super().__init__()
-        self.cfg = cfg
+        self.config = config
         self.patch_embedding = nn.Conv2d(
-            cfg.in_channels, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False
+            config.in_channels, config.width, kernel_size=config.patch_size, stride=config.patch_size, bias=False
         )
-        self.class_embedding = nn.Parameter(torch.empty(cfg.width))
-        self.position_embedding = nn.Parameter(torch.empty(cfg.num_patches + 1, cfg.width))
-        self.ln_pre = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.blocks = nn.ModuleList([VisionTransformerBlock(cfg) for _ in range(cfg.num_layers)])
-        self.ln_post = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.class_embedding = nn.Parameter(torch.empty(config.width))
+        self.position_embedding = nn.Parameter(torch.empty(config.num_patches + 1, config.width))
+        self.ln_pre = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.blocks = nn.ModuleList([VisionTransformerBlock(config) for _ in range(config.num_layers)])
+        self.ln_post = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.visual_projection = (
-            None if cfg.projection_dim is None else nn.Linear(cfg.width, cfg.projection_dim, bias=False)
+            None if config.projection_dim is None else nn.Linear(config.width, config.projection_dim, bias=False)
         )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """CLIP's initialisation: N(0, 1/width) class token, positions and projection; N(0, 0.02) linears."""
-        scale = self.cfg.width**-0.5
+        scale = self.config.width**-0.5
         nn.init.normal_(self.class_embedding, std=scale)
         nn.init.normal_(self.position_embedding, std=scale)
         for block in self.blocks:
@@ -118,14 +118,14 @@ class VisionEncoder(nn.Module):
         return self.visual_projection(pooled)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        config = self.config
+        expected = (config.in_channels, config.image_size, config.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {tuple(images.shape)}")
         B = images.shape[0]
         patches = self.patch_embedding(images)  # (B, width, H/P, W/P): x_p^n E for every patch
         patches = patches.flatten(2).transpose(1, 2)  # (B, N, width), patches in row-major order
-        class_token = self.class_embedding.expand(B, 1, cfg.width)  # (B, 1, width)
+        class_token = self.class_embedding.expand(B, 1, config.width)  # (B, 1, width)
         # z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos
         x = torch.cat([class_token, patches], dim=1) + self.position_embedding  # (B, 1+N, width)
         x = self.ln_pre(x)

@@ -12,7 +12,7 @@ The ControlNet must fit the U-Net it controls, so the loader takes that U-Net's 
 also says how the input splits into x and x_concat) and checks the ControlNet's config against it.
 
     controlnet = load_diffusers_controlnet(json.load(open("controlnet/config.json")),
-                                           load_file("controlnet/diffusion_pytorch_model.safetensors"), unet.cfg)
+                                           load_file("controlnet/diffusion_pytorch_model.safetensors"), unet.config)
 """
 
 import dataclasses

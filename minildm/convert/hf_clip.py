@@ -23,7 +23,7 @@ Usage with the real weights (a local safetensors file; minildm never downloads t
 
     state = safetensors.torch.load_file("clip-vit-large-patch14/model.safetensors")
     encoder = TextEncoder(config_from_hf(hf_config))
-    encoder.load_state_dict(convert_hf_clip_text_state_dict(state, encoder.cfg.num_layers))
+    encoder.load_state_dict(convert_hf_clip_text_state_dict(state, encoder.config.num_layers))
 """
 
 from types import SimpleNamespace
@@ -96,6 +96,6 @@ def text_encoder_from_hf(hf_model) -> TextEncoder:
     `CLIPTextModelWithProjection` together with its text projection."""
     projection = getattr(hf_model, "text_projection", None) is not None
     encoder = TextEncoder(config_from_hf(hf_model.config, projection))
-    state = convert_hf_clip_text_state_dict(hf_model.state_dict(), encoder.cfg.num_layers, projection)
+    state = convert_hf_clip_text_state_dict(hf_model.state_dict(), encoder.config.num_layers, projection)
     encoder.load_state_dict(state)
     return encoder

@@ -93,7 +93,7 @@ def vision_encoder_from_hf(hf_model) -> VisionEncoder:
     projection = getattr(hf_model, "visual_projection", None)
     projection_dim = None if projection is None else projection.out_features
     encoder = VisionEncoder(vision_config_from_hf(hf_model.config, projection_dim))
-    state = convert_hf_clip_vision_state_dict(hf_model.state_dict(), encoder.cfg.num_layers, projection is not None)
+    state = convert_hf_clip_vision_state_dict(hf_model.state_dict(), encoder.config.num_layers, projection is not None)
     encoder.load_state_dict(state)
     return encoder
 

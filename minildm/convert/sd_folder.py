@@ -85,7 +85,9 @@ def load_text_encoder(folder: Path, variant: str | None) -> TextEncoder:
         raise ValueError(f"{folder}/config.json: text encoder must be one of {TEXT_ENCODERS}, got {architecture!r}")
     projection = architecture == "CLIPTextModelWithProjection"
     encoder = TextEncoder(config_from_hf(config, projection))
-    state = convert_hf_clip_text_state_dict(read_weights(folder, "model", variant), encoder.cfg.num_layers, projection)
+    state = convert_hf_clip_text_state_dict(
+        read_weights(folder, "model", variant), encoder.config.num_layers, projection
+    )
     encoder.load_state_dict(state, strict=True)
     return encoder
 
@@ -108,7 +110,7 @@ def load_stable_diffusion_folder(
     unet = load_diffusers_unet(
         read_json(root / "unet" / "config.json"), read_weights(root / "unet", "diffusion_pytorch_model", variant)
     )
-    if unet.cfg.context_dim is None:
+    if unet.config.context_dim is None:
         raise ValueError(
             f"{root}/unet/config.json describes a U-Net without cross-attention: not a text-to-image model"
         )
@@ -116,20 +118,21 @@ def load_stable_diffusion_folder(
         read_json(root / "vae" / "config.json"), read_weights(root / "vae", "diffusion_pytorch_model", variant)
     )
     text_encoder = load_text_encoder(root / "text_encoder", variant)
-    if text_encoder.cfg.width != unet.cfg.context_dim:
+    if text_encoder.config.width != unet.config.context_dim:
         raise ValueError(
-            f"the text encoder's width {text_encoder.cfg.width} must equal the U-Net's cross_attention_dim "
-            f"{unet.cfg.context_dim}"
+            f"the text encoder's width {text_encoder.config.width} must equal the U-Net's cross_attention_dim "
+            f"{unet.config.context_dim}"
         )
     tokenizer = load_hf_clip_tokenizer(root / "tokenizer")
-    if tokenizer.tokenizer.vocab_size != text_encoder.cfg.vocab_size:
+    if tokenizer.tokenizer.vocab_size != text_encoder.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {tokenizer.tokenizer.vocab_size} tokens, the text encoder {text_encoder.cfg.vocab_size}"
+            f"the tokenizer has {tokenizer.tokenizer.vocab_size} tokens, "
+            f"the text encoder {text_encoder.config.vocab_size}"
         )
-    if tokenizer.context_length > text_encoder.cfg.context_length:
+    if tokenizer.context_length > text_encoder.config.context_length:
         raise ValueError(
             f"the tokenizer's model_max_length {tokenizer.context_length} exceeds the text encoder's "
-            f"{text_encoder.cfg.context_length} positions"
+            f"{text_encoder.config.context_length} positions"
         )
     schedule, settings = schedule_from_diffusers(read_json(root / "scheduler" / "scheduler_config.json"))
     for module in (unet, vae, text_encoder):

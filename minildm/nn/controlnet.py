@@ -82,17 +82,17 @@ class ControlNet(UNetEncoder):
     (controlnet_down_blocks) and zero_conv_mid (controlnet_mid_block).
     """
 
-    def __init__(self, unet_cfg: UNetConfig, cfg: ControlNetConfig):
+    def __init__(self, unet_cfg: UNetConfig, config: ControlNetConfig):
         super().__init__(unet_cfg)
-        self.control_cfg = cfg
-        self.hint_encoder = HintEncoder(cfg.hint_channels, cfg.hint_widths, unet_cfg.level_channels[0])
+        self.control_cfg = config
+        self.hint_encoder = HintEncoder(config.hint_channels, config.hint_widths, unet_cfg.level_channels[0])
         self.zero_convs = nn.ModuleList(zero_conv(ch, ch) for ch in self.skip_channels)
         self.zero_conv_mid = zero_conv(self.skip_channels[-1], self.skip_channels[-1])
 
     @classmethod
-    def from_unet(cls, unet: UNet, cfg: ControlNetConfig | None = None) -> "ControlNet":
+    def from_unet(cls, unet: UNet, config: ControlNetConfig | None = None) -> "ControlNet":
         """The copy starts as the U-Net's own encoder and middle (ControlNet sec. 3.2)."""
-        controlnet = cls(unet.cfg, cfg if cfg is not None else ControlNetConfig())
+        controlnet = cls(unet.config, config if config is not None else ControlNetConfig())
         shared = {k: v for k, v in unet.state_dict().items() if k in controlnet.state_dict()}
         missing, _ = controlnet.load_state_dict(shared, strict=False)
         expected = [k for k in controlnet.state_dict() if k.startswith(("hint_encoder.", "zero_conv"))]

@@ -126,16 +126,18 @@ class UNetEncoder(nn.Module):
     """The U-Net's embeddings, encoder (down path) and middle block. UNet adds the decoder;
     ControlNet (nn/controlnet.py) is a trainable copy of exactly this part."""
 
-    def __init__(self, cfg: UNetConfig):
+    def __init__(self, config: UNetConfig):
         super().__init__()
-        self.cfg = cfg
-        channels = cfg.level_channels
-        time_dim = 4 * cfg.base_channels
-        self.time_embedding = TimestepEmbedding(cfg.base_channels, time_dim)
-        self.class_embedding = nn.Embedding(cfg.num_classes + 1, time_dim) if cfg.num_classes is not None else None
-        self.pooled_embedding = nn.Linear(cfg.pooled_dim, time_dim) if cfg.pooled_dim is not None else None
-        coordinates = 2 if cfg.coordinate_channels else 0
-        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels + coordinates, channels[0], 3, padding=1)
+        self.config = config
+        channels = config.level_channels
+        time_dim = 4 * config.base_channels
+        self.time_embedding = TimestepEmbedding(config.base_channels, time_dim)
+        self.class_embedding = (
+            nn.Embedding(config.num_classes + 1, time_dim) if config.num_classes is not None else None
+        )
+        self.pooled_embedding = nn.Linear(config.pooled_dim, time_dim) if config.pooled_dim is not None else None
+        coordinates = 2 if config.coordinate_channels else 0
+        self.conv_in = nn.Conv2d(config.in_channels + config.extra_in_channels + coordinates, channels[0], 3, padding=1)
 
         # Encoder: remember the channel count of every skip connection it will hand to the decoder.
         self.skip_channels = [channels[0]]
@@ -144,10 +146,10 @@ class UNetEncoder(nn.Module):
         for level, level_ch in enumerate(channels):
             last = level == len(channels) - 1
             resnets, attentions = [], []
-            for _ in range(cfg.num_res_blocks):
+            for _ in range(config.num_res_blocks):
                 resnets.append(self.resblock(ch, level_ch))
                 ch = level_ch
-                if level in cfg.attention_levels:
+                if level in config.attention_levels:
                     attentions.append(self.transformer(ch))
                 self.skip_channels.append(ch)
             self.down_blocks.append(UNetLevel(resnets, attentions, None if last else Downsample(ch)))
@@ -157,19 +159,21 @@ class UNetEncoder(nn.Module):
         self.mid_block = UNetLevel([self.resblock(ch, ch), self.resblock(ch, ch)], [self.transformer(ch)], None)
 
     def resblock(self, cin: int, cout: int) -> ResBlock:
-        cfg = self.cfg
-        return ResBlock(cin, cout, 4 * cfg.base_channels, cfg.norm_groups, cfg.dropout, cfg.resblock_scale_shift)
+        config = self.config
+        return ResBlock(
+            cin, cout, 4 * config.base_channels, config.norm_groups, config.dropout, config.resblock_scale_shift
+        )
 
     def transformer(self, ch: int) -> SpatialTransformer:
-        cfg = self.cfg
-        num_heads, head_dim = cfg.heads(ch)
+        config = self.config
+        num_heads, head_dim = config.heads(ch)
         return SpatialTransformer(
-            ch, num_heads, head_dim, cfg.context_dim, cfg.transformer_depth, cfg.norm_groups, cfg.use_sdpa
+            ch, num_heads, head_dim, config.context_dim, config.transformer_depth, config.norm_groups, config.use_sdpa
         )
 
     def run(self, block: nn.Module, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """block(h, cond), recomputed in backward instead of stored when gradient checkpointing."""
-        if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, cond, use_reentrant=False)
         return block(h, cond)
 
@@ -177,12 +181,12 @@ class UNetEncoder(nn.Module):
         """The network's input (B, in + extra (+ 2), H, W) and the embedding emb (B, 4 C_0) every ResBlock reads."""
         if x_concat is not None:
             x = torch.cat([x, x_concat], dim=1)  # (B, in + extra, H, W)
-        if self.cfg.coordinate_channels:
+        if self.config.coordinate_channels:
             x = torch.cat([x, coordinate_grid(x)], dim=1)  # (B, in + extra + 2, H, W)
         emb = self.time_embedding(t).to(x.dtype)  # (B, 4 C_0)
         if self.class_embedding is not None:
             if class_labels is None:
-                class_labels = torch.full_like(t, self.cfg.num_classes, dtype=torch.long)
+                class_labels = torch.full_like(t, self.config.num_classes, dtype=torch.long)
             # the label enters like the time: emb = MLP(t) + E[y]
             emb = emb + self.class_embedding(class_labels).to(emb.dtype)
         if self.pooled_embedding is not None:
@@ -212,75 +216,77 @@ class UNetEncoder(nn.Module):
 
     def check_inputs(self, x, t, context, class_labels, x_concat, pooled=None) -> torch.Tensor:
         """Raise a ValueError naming the mismatch; return t as a (B,) tensor."""
-        cfg = self.cfg
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
+        config = self.config
+        if x.ndim != 4 or x.shape[1] != config.in_channels:
+            raise ValueError(f"x must have shape (B, {config.in_channels}, H, W), got {tuple(x.shape)}")
         B, _, H, W = x.shape
-        factor = 2 ** (len(cfg.channel_mult) - 1)
+        factor = 2 ** (len(config.channel_mult) - 1)
         if H % factor != 0 or W % factor != 0:
             raise ValueError(
                 f"height and width must be divisible by 2^(levels-1) = {factor} "
-                f"({len(cfg.channel_mult)} levels), got {H}x{W}"
+                f"({len(config.channel_mult)} levels), got {H}x{W}"
             )
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(B)
         if t.shape != (B,):
             raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
-        if cfg.extra_in_channels > 0:
-            if x_concat is None or x_concat.shape != (B, cfg.extra_in_channels, H, W):
+        if config.extra_in_channels > 0:
+            if x_concat is None or x_concat.shape != (B, config.extra_in_channels, H, W):
                 got = None if x_concat is None else tuple(x_concat.shape)
-                raise ValueError(f"x_concat must have shape ({B}, {cfg.extra_in_channels}, {H}, {W}), got {got}")
+                raise ValueError(f"x_concat must have shape ({B}, {config.extra_in_channels}, {H}, {W}), got {got}")
         elif x_concat is not None:
             raise ValueError(
                 f"this UNet has extra_in_channels=0, so x_concat must be None, got {tuple(x_concat.shape)}"
             )
-        if cfg.context_dim is None and context is not None:
+        if config.context_dim is None and context is not None:
             raise ValueError(f"this UNet has context_dim=None, so context must be None, got {tuple(context.shape)}")
-        if cfg.context_dim is not None and (context is None or context.shape != (B, context.shape[1], cfg.context_dim)):
+        if config.context_dim is not None and (
+            context is None or context.shape != (B, context.shape[1], config.context_dim)
+        ):
             got = None if context is None else tuple(context.shape)
-            raise ValueError(f"context must have shape ({B}, L, {cfg.context_dim}), got {got}")
+            raise ValueError(f"context must have shape ({B}, L, {config.context_dim}), got {got}")
         if class_labels is not None:
-            if cfg.num_classes is None:
+            if config.num_classes is None:
                 raise ValueError("this UNet has num_classes=None, so class_labels must be None")
             if class_labels.shape != (B,) or class_labels.dtype != torch.long:
                 raise ValueError(
                     f"class_labels must be a long tensor of shape ({B},), "
                     f"got {class_labels.dtype} {tuple(class_labels.shape)}"
                 )
-            if class_labels.min() < 0 or class_labels.max() > cfg.num_classes:
+            if class_labels.min() < 0 or class_labels.max() > config.num_classes:
                 raise ValueError(
-                    f"class_labels must lie in 0..{cfg.num_classes} ({cfg.num_classes} = null label), "
+                    f"class_labels must lie in 0..{config.num_classes} ({config.num_classes} = null label), "
                     f"got min {class_labels.min().item()} max {class_labels.max().item()}"
                 )
-        if cfg.pooled_dim is None and pooled is not None:
+        if config.pooled_dim is None and pooled is not None:
             raise ValueError(f"this UNet has pooled_dim=None, so pooled must be None, got {tuple(pooled.shape)}")
-        if cfg.pooled_dim is not None and (pooled is None or pooled.shape != (B, cfg.pooled_dim)):
+        if config.pooled_dim is not None and (pooled is None or pooled.shape != (B, config.pooled_dim)):
             got = None if pooled is None else tuple(pooled.shape)
-            raise ValueError(f"pooled must have shape ({B}, {cfg.pooled_dim}), got {got}")
+            raise ValueError(f"pooled must have shape ({B}, {config.pooled_dim}), got {got}")
         return t
 
 
 class UNet(UNetEncoder):
-    def __init__(self, cfg: UNetConfig):
-        super().__init__(cfg)
-        channels = cfg.level_channels
+    def __init__(self, config: UNetConfig):
+        super().__init__(config)
+        channels = config.level_channels
         ch = channels[-1]
         skip_channels = list(self.skip_channels)
         # Decoder, deepest level first: each ResBlock eats one skip, concatenated to its input.
         self.up_blocks = nn.ModuleList()
         for level in reversed(range(len(channels))):
             resnets, attentions = [], []
-            for _ in range(cfg.num_res_blocks + 1):
+            for _ in range(config.num_res_blocks + 1):
                 resnets.append(self.resblock(ch + skip_channels.pop(), channels[level]))
                 ch = channels[level]
-                if level in cfg.attention_levels:
+                if level in config.attention_levels:
                     attentions.append(self.transformer(ch))
             self.up_blocks.append(UNetLevel(resnets, attentions, Upsample(ch) if level > 0 else None))
 
-        self.conv_norm_out = nn.GroupNorm(cfg.norm_groups, ch, eps=1e-5)
+        self.conv_norm_out = nn.GroupNorm(config.norm_groups, ch, eps=1e-5)
         self.act = nn.SiLU()
-        self.conv_out = nn.Conv2d(ch, cfg.out_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(ch, config.out_channels, kernel_size=3, padding=1)
 
     def forward(
         self,

@@ -87,13 +87,13 @@ class TextMLP(nn.Module):
 class TextTransformerBlock(nn.Module):
     """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.attn = MultiHeadAttention(cfg.width, cfg.num_heads, qkv_bias=True, use_sdpa=cfg.use_sdpa)
-        self.ln_2 = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        hidden = cfg.mlp_width if cfg.mlp_width is not None else int(cfg.mlp_ratio * cfg.width)
-        self.mlp = TextMLP(cfg.width, hidden, cfg.activation)
+        self.ln_1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.attn = MultiHeadAttention(config.width, config.num_heads, qkv_bias=True, use_sdpa=config.use_sdpa)
+        self.ln_2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        hidden = config.mlp_width if config.mlp_width is not None else int(config.mlp_ratio * config.width)
+        self.mlp = TextMLP(config.width, hidden, config.activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask=mask)
@@ -103,17 +103,17 @@ class TextTransformerBlock(nn.Module):
 class TextEncoder(nn.Module):
     """tau_theta: token ids (B, L), L <= context_length -> hidden (B, L, width), pooled (B, width)."""
 
-    def __init__(self, cfg: TextEncoderConfig):
+    def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        if cfg.width % cfg.num_heads != 0:
-            raise ValueError(f"width must be divisible by num_heads, got {cfg.width} and {cfg.num_heads}")
-        self.cfg = cfg
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.position_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.blocks = nn.ModuleList([TextTransformerBlock(cfg) for _ in range(cfg.num_layers)])
-        self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        if config.width % config.num_heads != 0:
+            raise ValueError(f"width must be divisible by num_heads, got {config.width} and {config.num_heads}")
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        self.position_embedding = nn.Parameter(torch.empty(config.context_length, config.width))
+        self.blocks = nn.ModuleList([TextTransformerBlock(config) for _ in range(config.num_layers)])
+        self.ln_final = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.text_projection = (
-            None if cfg.projection_dim is None else nn.Linear(cfg.width, cfg.projection_dim, bias=False)
+            None if config.projection_dim is None else nn.Linear(config.width, config.projection_dim, bias=False)
         )
         self.reset_parameters()
 
@@ -134,7 +134,7 @@ class TextEncoder(nn.Module):
                 nn.init.normal_(linear.weight, std=0.02)
                 nn.init.zeros_(linear.bias)
         if self.text_projection is not None:
-            nn.init.normal_(self.text_projection.weight, std=self.cfg.width**-0.5)
+            nn.init.normal_(self.text_projection.weight, std=self.config.width**-0.5)
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         """pooled (B, width) -> text_embeds (B, projection_dim) = pooled W_proj."""
@@ -144,19 +144,19 @@ class TextEncoder(nn.Module):
 
     def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Position of the end token in each row (B,): argmax of the ids, or first eos_token_id."""
-        if self.cfg.eos_token_id is None:
+        if self.config.eos_token_id is None:
             return tokens.argmax(dim=-1)
-        is_eos = tokens == self.cfg.eos_token_id  # (B, L)
+        is_eos = tokens == self.config.eos_token_id  # (B, L)
         if not bool(is_eos.any(dim=-1).all()):
-            raise ValueError(f"every row of tokens must contain eos_token_id={self.cfg.eos_token_id}")
+            raise ValueError(f"every row of tokens must contain eos_token_id={self.config.eos_token_id}")
         return is_eos.int().argmax(dim=-1)  # argmax returns the first maximum
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(f"tokens must be a LongTensor (B, L), got {tokens.dtype} of shape {tuple(tokens.shape)}")
         B, L = tokens.shape
-        if L > self.cfg.context_length:
-            raise ValueError(f"at most context_length={self.cfg.context_length} tokens, got {L}")
+        if L > self.config.context_length:
+            raise ValueError(f"at most context_length={self.config.context_length} tokens, got {L}")
         # h_0 = E_tok[y] + E_pos[0..L-1]
         x = self.token_embedding(tokens) + self.position_embedding[:L]  # (B, L, width)
         mask = causal_mask(L, device=tokens.device)  # (L, L), True where i may attend to j <= i
