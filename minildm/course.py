@@ -47,10 +47,12 @@ def tier() -> str:
 
 
 def commit() -> str:
-    """The git commit of this checkout (with "+changes" when files differ from it), or "unknown"."""
+    """The git commit of this checkout, or "unknown"; "+changes" when tracked files outside notebooks/
+    differ from it (executing the notebooks in place rewrites notebooks/, not the code they run)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)notebooks"]
+        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
