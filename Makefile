@@ -27,7 +27,7 @@ test: $(VENV)/.installed-dev
 # every notebook top to bottom in the laptop tier (MINILDM_TIER=gpu on one GPU), outputs written into the files
 notebooks: $(VENV)/.installed-dev
 	for notebook in notebooks/[0-9]*.ipynb; do echo "== $$notebook"; \
-		MINILDM_TIER=$${MINILDM_TIER:-laptop} MPLBACKEND=Agg TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook \
+		MINILDM_TIER=$${MINILDM_TIER:-laptop} TQDM_DISABLE=1 $(PY) -m jupyter nbconvert --to notebook \
 			--execute --inplace --ExecutePreprocessor.timeout=1800 $$notebook || exit 1; done
 
 bench: $(VENV)/.installed-dev
