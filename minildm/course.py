@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from minildm.autoencoder import FirstStage, load_autoencoder
@@ -99,6 +100,7 @@ def start(overrides: dict[str, object] | None = None) -> Course:
     device = "cpu" if name == "quick" else select_device(config.device)
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
+    plt.rcParams["figure.dpi"] = 72  # inline PNGs: an executed notebook stays well under 1.5 MB
     print(f"tier {name} | commit {commit()} | device {device} | torch {torch.__version__} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     return Course(name, config, device)
 
