@@ -30,7 +30,11 @@ from minildm.autoencoder import FirstStage, load_autoencoder
 from minildm.checkpoint import load_checkpoint
 from minildm.config import Config, preset, resolve, select_device
 from minildm.ldm import LatentDiffusion, load_ldm
-from minildm.metrics import AttributeClassifier, ClassifierTrainConfig, load_or_train_shapes_classifier
+from minildm.metrics import (
+    AttributeClassifier,
+    ClassifierTrainConfig,
+    load_or_train_shapes_classifier,
+)
 from minildm.train.stages import train_first_stage, train_text_ldm
 
 TIERS = ("quick", "laptop", "gpu")
@@ -53,7 +57,7 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
         status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)notebooks"]
-        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
