@@ -70,3 +70,36 @@ def save_loss_curves(history: dict[str, list[float]], path: str | os.PathLike, t
     fig.savefig(path, bbox_inches="tight", dpi=100)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def cross_attention_maps(ldm, z0: torch.Tensor, prompt: str, t: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    """Where each token of `prompt` is read: noise the latent z0 (1, c, h, w) to step t, run the
+    U-Net once, and average the cross-attention weights softmax(Q K^T / sqrt(d)) (LDM sec. 3.3)
+    over heads and over the blocks at the finest resolution that has cross-attention.
+    Returns the tokens (start, words, end) and their maps (tokens, side, side)."""
+    from minildm.nn.attention import MultiHeadAttention
+
+    # attn2 in each transformer block is the cross-attention (attn1 is self-attention)
+    cross = [m for name, m in ldm.unet.named_modules() if name.endswith("attn2") and isinstance(m, MultiHeadAttention)]
+    if not cross:
+        raise ValueError("this LDM's U-Net has no cross-attention (conditioning must be 'text')")
+    for module in cross:
+        module.keep_attention_maps = True
+    try:
+        timestep = torch.tensor([t], device=z0.device)
+        noise = torch.randn(z0.shape, generator=torch.Generator(z0.device).manual_seed(seed), device=z0.device)
+        ldm.predict(ldm.schedule.q_sample(z0, timestep, noise), timestep, ldm.encode_condition([prompt]))
+        positions = max(m.attention_maps.shape[2] for m in cross)
+        # (B, heads, positions, tokens) -> mean over heads and blocks -> (positions, tokens)
+        maps = torch.stack([m.attention_maps.mean(1)[0] for m in cross if m.attention_maps.shape[2] == positions]).mean(
+            0
+        )
+    finally:
+        for module in cross:
+            module.keep_attention_maps = False
+    tokens = ldm.tokenize([prompt])[0]
+    used = int((tokens > 0).sum())  # start token, the words, end token (padding is 0)
+    words = [ldm.tokenizer.decode([i]).strip() or "?" for i in tokens[:used].tolist()]
+    side = int(positions**0.5)
+    return words, maps[:, :used].T.reshape(used, side, side).cpu()  # (tokens, side, side)

@@ -1,0 +1,170 @@
+"""The course's one switch and the models its notebooks share.
+
+Every notebook starts with `course = start()`: it reads the tier from the environment, once,
+here and nowhere else, and prints the tier, the commit and the time, so an executed notebook
+records what it ran on. The tiers are the presets of minildm/config.py:
+
+- `quick`: seconds; CI runs every notebook so (checks the plumbing, the pictures are noise);
+- `laptop`: real results in at most 10 minutes a notebook on 2 CPU cores (`make notebooks`);
+- `gpu`: one GPU, the same models trained longer.
+
+MINILDM_TIER=quick|laptop|gpu picks one (laptop if unset); MINILDM_QUICK=1 is the same as quick.
+
+Trained models are shared, so that no notebook trains what another already did: notebook 04
+trains the first stage into runs/course/<tier>/ and 06 and 07 load it from there; 06 trains
+the text-to-image LDM there as well. In the laptop tier the models of `make demo`
+(runs/demo/autoencoder.pt and ldm.pt, trained on the same preset) are used when present. The
+quick tier shares nothing: every notebook trains its own seconds-long models in memory.
+"""
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from minildm.autoencoder import FirstStage, load_autoencoder
+from minildm.checkpoint import load_checkpoint
+from minildm.config import Config, preset, resolve, select_device
+from minildm.ldm import LatentDiffusion, load_ldm
+from minildm.metrics import (
+    AttributeClassifier,
+    ClassifierTrainConfig,
+    load_or_train_shapes_classifier,
+)
+from minildm.train.stages import train_first_stage, train_text_ldm
+
+TIERS = ("quick", "laptop", "gpu")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tier() -> str:
+    """The tier asked for by MINILDM_TIER (or MINILDM_QUICK=1); laptop when neither is set."""
+    if os.environ.get("MINILDM_QUICK", "0") == "1":
+        return "quick"
+    name = os.environ.get("MINILDM_TIER", "laptop")
+    if name not in TIERS:
+        raise ValueError(f"MINILDM_TIER must be one of {', '.join(TIERS)}, got {name!r}")
+    return name
+
+
+def commit() -> str:
+    """The git commit of this checkout, or "unknown"; "+changes" when tracked files outside notebooks/
+    differ from it (executing the notebooks in place rewrites notebooks/, not the code they run)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)notebooks"]
+        dirty = subprocess.run(status, cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+@dataclass
+class Course:
+    """What a notebook needs to know about its run: the tier, its preset, the device, the folders."""
+
+    tier: str
+    config: Config
+    device: str
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def quick(self) -> bool:
+        return self.tier == "quick"
+
+    def pick(self, quick, laptop, gpu=None):
+        """The value for this tier (`gpu` defaults to `laptop`'s)."""
+        return {"quick": quick, "laptop": laptop, "gpu": laptop if gpu is None else gpu}[self.tier]
+
+    @property
+    def cache(self) -> Path | None:
+        """runs/course/<tier>/: the models notebooks share (None in the quick tier: nothing is shared)."""
+        return None if self.quick else REPO / "runs" / "course" / self.tier
+
+    def out_dir(self, notebook: str) -> Path:
+        """runs/<notebook>/ for a notebook's own pictures."""
+        path = REPO / "runs" / notebook
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def wall_time(self) -> None:
+        """Print the seconds since `start()`: the last line of every notebook."""
+        print(
+            f"wall time: {time.perf_counter() - self.started:.0f} s (tier {self.tier}, {torch.get_num_threads()} threads)"
+        )
+
+
+def start(overrides: dict[str, object] | None = None) -> Course:
+    """Read the tier, build its preset (with `overrides`, as `resolve` takes them), seed torch,
+    set the threads, and print what this run is: tier, commit, device, date."""
+    name = tier()
+    config = resolve(preset(name), overrides or {})
+    device = "cpu" if name == "quick" else select_device(config.device)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    plt.rcParams["figure.dpi"] = 72  # inline PNGs: an executed notebook stays well under 1.5 MB
+    print(
+        f"tier {name} | commit {commit()} | device {device} | torch {torch.__version__} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    return Course(name, config, device)
+
+
+def demo_file(course: Course, name: str) -> Path | None:
+    """runs/demo/<name> when the laptop tier runs and `make demo` has written it."""
+    path = REPO / "runs" / "demo" / name
+    return path if course.tier == "laptop" and path.is_file() else None
+
+
+def first_stage(course: Course) -> FirstStage:
+    """The tier's autoencoder: from `make demo`, else from the course cache, else trained now
+    (and cached). Notebook 04 calls it first; 06 and 07 find it there."""
+    config = course.config
+    found = demo_file(course, "autoencoder.pt")
+    if found is None and course.cache is not None and (course.cache / "autoencoder.pt").is_file():
+        found = course.cache / "autoencoder.pt"
+    if found is not None:
+        autoencoder = load_autoencoder(found)
+        if autoencoder.config == config.autoencoder:
+            print(f"autoencoder loaded from {found.relative_to(REPO)}")
+            return autoencoder.to(course.device)
+        print(f"{found.relative_to(REPO)} holds another autoencoder than this tier's preset: training a new one")
+    start_time = time.perf_counter()
+    autoencoder = train_first_stage(config, course.device, course.cache, overwrite=True)
+    print(f"autoencoder trained in {time.perf_counter() - start_time:.0f} s")
+    return autoencoder.to(course.device)
+
+
+def text_ldm(course: Course, autoencoder: FirstStage) -> tuple[LatentDiffusion, dict[str, list[float]]]:
+    """The tier's text-to-image LDM (EMA weights) and its loss history: from `make demo`, else from
+    the course cache, else trained now on `autoencoder` (and cached)."""
+    found = demo_file(course, "ldm.pt")
+    if found is None and course.cache is not None and (course.cache / "ldm.pt").is_file():
+        found = course.cache / "ldm.pt"
+    if found is not None:
+        ldm = load_ldm(found, device=course.device)
+        if ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == autoencoder.config:
+            history = load_checkpoint(found)["training"]["history"]
+            print(f"LDM loaded from {found.relative_to(REPO)} ({len(history['loss'])} training steps)")
+            return ldm, history
+        print(f"{found.relative_to(REPO)} holds another LDM than this tier's preset: training a new one")
+    start_time = time.perf_counter()
+    ldm, history = train_text_ldm(course.config, autoencoder, course.device, course.cache, overwrite=True)
+    print(f"LDM trained in {time.perf_counter() - start_time:.0f} s")
+    if course.cache is not None:  # the EMA weights, as sampling sees them
+        ldm = load_ldm(course.cache / "ldm.pt", device=course.device)
+    return ldm.eval(), history
+
+
+def judge(course: Course) -> AttributeClassifier:
+    """The attribute classifier that reads shape, colour, size and position back from an image
+    (minildm/metrics/caption_match.py), cached under data/judges/: the standard one, or in the
+    quick tier one trained for a few steps."""
+    steps = course.config.eval.judge_steps
+    train_config = ClassifierTrainConfig(steps=steps) if steps else None
+    return load_or_train_shapes_classifier(course.config.data.size, course.device, train_config)
