@@ -95,9 +95,8 @@ class Course:
 
     def wall_time(self) -> None:
         """Print the seconds since `start()`: the last line of every notebook."""
-        print(
-            f"wall time: {time.perf_counter() - self.started:.0f} s (tier {self.tier}, {torch.get_num_threads()} threads)"
-        )
+        seconds = time.perf_counter() - self.started
+        print(f"wall time: {seconds:.0f} s (tier {self.tier}, {torch.get_num_threads()} threads)")
 
 
 def start(overrides: dict[str, object] | None = None) -> Course:
@@ -109,9 +108,8 @@ def start(overrides: dict[str, object] | None = None) -> Course:
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     plt.rcParams["figure.dpi"] = 72  # inline PNGs: an executed notebook stays well under 1.5 MB
-    print(
-        f"tier {name} | commit {commit()} | device {device} | torch {torch.__version__} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-    )
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"tier {name} | commit {commit()} | device {device} | torch {torch.__version__} | {date}")
     return Course(name, config, device)
 
 
