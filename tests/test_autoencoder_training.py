@@ -255,3 +255,16 @@ def test_bad_training_values_are_refused_before_any_work():
     ):
         with pytest.raises(ValueError, match=words):
             tiny_train_config(**changes)
+
+
+def test_a_checkpoint_from_before_the_config_carried_its_kind_still_loads(tmp_path):
+    """Earlier checkpoints said "kind": "kl" | "vq" beside a config without one (caches under runs/)."""
+    from minildm.autoencoder.saving import autoencoder_checkpoint
+
+    model = VQAutoencoder(config_for(VQAutoencoder)).eval()
+    state = autoencoder_checkpoint(model)
+    state["config"].pop("kind")
+    state["kind"] = "vq"
+    torch.save(state, tmp_path / "old.pt")
+    loaded = load_autoencoder(tmp_path / "old.pt")
+    assert type(loaded) is VQAutoencoder and loaded.config.kind == "vq"

@@ -105,6 +105,9 @@ def test_same_image_as_diffusers_stable_diffusion_pipeline(sd_folder):
             ).chunk(2)
             z = sampler.step(classifier_free_guidance(eps_uncond, eps_cond, guidance), t, z)
         images = (sd.vae.decode_latents(z) / 2 + 0.5).clamp(0, 1)  # [-1, 1] -> [0, 1], as output_type="pt"
+        # the library's own loop is the one written out above
+        library = sd.text_to_image(prompts, steps, guidance, negative_prompts=negative, latents=latents)
+        torch.testing.assert_close((library / 2 + 0.5).clamp(0, 1), images)
     assert images.shape == expected.shape == (2, 3, 16, 16)
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-4)
     assert sampler.timesteps.tolist() == ref.scheduler.timesteps.tolist() == [751, 501, 251, 1]

@@ -29,12 +29,15 @@ def save_autoencoder(model: FirstStage, path: str | os.PathLike, extra: dict | N
 
 def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
     """Rebuild the model from a loaded checkpoint dict, in eval mode."""
-    if checkpoint["kind"] != "minildm.Autoencoder":
+    config = dict(checkpoint["config"])
+    if checkpoint["kind"] in ("kl", "vq") and "kind" not in config:
+        config["kind"] = checkpoint["kind"]  # written before the config carried its kind
+    elif checkpoint["kind"] != "minildm.Autoencoder":
         raise CheckpointError(
             f"this checkpoint holds a {checkpoint['kind']!r}, expected an autoencoder (train-autoencoder)"
         )
     try:
-        model = build_autoencoder(AutoencoderConfig(**checkpoint["config"]))
+        model = build_autoencoder(AutoencoderConfig(**config))
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(

@@ -15,14 +15,15 @@ tensors from the file and, unlike a pickled `.bin`, cannot run code while loadin
 
     sd = load_stable_diffusion_folder("stable-diffusion-v1-5")
     context = sd.encode_prompts(["a red circle"])     # (B, 77, 768), padded as diffusers pads
-    schedule = NoiseSchedule(sd.schedule)
-    sampler = DDIMSampler(schedule, 50, **asdict(sd.sampler_settings))
-    ... the guided denoising loop of pipelines/sampling.py on sd.unet ...
-    images = sd.vae.decode_latents(z)                 # (B, 3, H, W) in [-1, 1]
+    images = sd.text_to_image(["a red circle"], steps=50, guidance_scale=7.5)   # (B, 3, H, W) in [-1, 1]
+
+`text_to_image` is the guided DDIM loop of pipelines/sampling.py written out on the folder's own
+U-Net, with the folder's scheduler settings; tests/test_sd_folder.py checks it against diffusers'
+StableDiffusionPipeline from the same starting latents.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +35,9 @@ from minildm.convert.diffusers_unet import load_diffusers_unet
 from minildm.convert.diffusers_vae import load_diffusers_vae
 from minildm.convert.hf_clip import config_from_hf, convert_hf_clip_text_state_dict
 from minildm.convert.hf_tokenizer import FolderTokenizer, load_hf_clip_tokenizer
-from minildm.diffusion.schedule import ScheduleConfig
+from minildm.diffusion.ddim import DDIMSampler
+from minildm.diffusion.guidance import classifier_free_guidance
+from minildm.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from minildm.nn.unet import UNet
 from minildm.text.text_encoder import TextEncoder
 
@@ -52,6 +55,7 @@ class StableDiffusionFolder:
     tokenizer: FolderTokenizer
     schedule: ScheduleConfig
     sampler_settings: SamplerSettings
+    sample_size: int = 64  # the latent side the U-Net was trained at (unet/config.json's sample_size)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -59,6 +63,34 @@ class StableDiffusionFolder:
         tokens = self.tokenizer(prompts).to(self.text_encoder.token_embedding.weight.device)
         hidden, _ = self.text_encoder(tokens)
         return hidden
+
+    @torch.no_grad()
+    def text_to_image(
+        self,
+        prompts: list[str],
+        steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompts: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1]: DDIM with classifier-free guidance (Ho and Salimans eq. 6)
+        from z_T = `latents` (B, 4, h, w), or N(0, I) drawn from `generator` at the U-Net's sample size."""
+        sampler = DDIMSampler(NoiseSchedule(self.schedule), steps, **asdict(self.sampler_settings))
+        cond = self.encode_prompts(prompts)  # (B, 77, d)
+        uncond = self.encode_prompts(negative_prompts or [""] * len(prompts))
+        B, device = len(prompts), cond.device
+        if latents is None:
+            side = self.sample_size
+            latents = torch.randn(B, self.unet.config.in_channels, side, side, generator=generator)
+        z = latents.to(device=device, dtype=cond.dtype)
+        for t in sampler.timesteps:
+            # one batch of 2B, unconditional half first (pipelines/sampling.py)
+            t_batch = torch.full((2 * B,), int(t), device=device)
+            eps_uncond, eps_cond = self.unet(torch.cat([z, z]), t_batch, torch.cat([uncond, cond])).chunk(2)
+            # eps = eps_uncond + w (eps_cond - eps_uncond)
+            z = sampler.step(classifier_free_guidance(eps_uncond, eps_cond, guidance_scale), t, z)
+        return self.vae.decode_latents(z).clamp(-1, 1)
 
 
 def read_json(path: Path) -> dict:
@@ -107,9 +139,8 @@ def load_stable_diffusion_folder(
     if missing:
         raise ValueError(f"{root}/model_index.json lists no {missing}: a Stable Diffusion folder has {list(PARTS)}")
 
-    unet = load_diffusers_unet(
-        read_json(root / "unet" / "config.json"), read_weights(root / "unet", "diffusion_pytorch_model", variant)
-    )
+    unet_config = read_json(root / "unet" / "config.json")
+    unet = load_diffusers_unet(unet_config, read_weights(root / "unet", "diffusion_pytorch_model", variant))
     if unet.config.context_dim is None:
         raise ValueError(
             f"{root}/unet/config.json describes a U-Net without cross-attention: not a text-to-image model"
@@ -137,4 +168,5 @@ def load_stable_diffusion_folder(
     schedule, settings = schedule_from_diffusers(read_json(root / "scheduler" / "scheduler_config.json"))
     for module in (unet, vae, text_encoder):
         module.to(dtype).eval()
-    return StableDiffusionFolder(unet, vae, text_encoder, tokenizer, schedule, settings)
+    sample_size = unet_config.get("sample_size", 64)
+    return StableDiffusionFolder(unet, vae, text_encoder, tokenizer, schedule, settings, sample_size)

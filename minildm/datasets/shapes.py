@@ -22,6 +22,7 @@ quantised to 8 bits like real images, so a cached dataset equals a freshly gener
 """
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,7 +145,9 @@ def render_layout(
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     masks = torch.empty(n, 1, size, size, dtype=torch.bool)
     hue_centres = torch.tensor([COLOUR_HUES[c] for c in COLOURS])
-    for start in tqdm(range(0, n, CHUNK), desc=f"drawing shapes {size}x{size}", disable=n <= CHUNK, leave=False):
+    # a bar only for a long draw, and only on a terminal (not in logs or executed notebooks)
+    quiet = n <= CHUNK or not sys.stderr.isatty()
+    for start in tqdm(range(0, n, CHUNK), desc=f"drawing shapes {size}x{size}", disable=quiet, leave=False):
         stop = min(start + CHUNK, n)
         b = stop - start
 
