@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from minildm.nn.attention import MultiHeadAttention
-from minildm.text.text_encoder import TextMLP
+from minildm.text.text_encoder import TextMLP, init_blocks
 
 
 @dataclass
@@ -97,17 +97,7 @@ class VisionEncoder(nn.Module):
         scale = self.config.width**-0.5
         nn.init.normal_(self.class_embedding, std=scale)
         nn.init.normal_(self.position_embedding, std=scale)
-        for block in self.blocks:
-            for linear in (
-                block.attn.q_proj,
-                block.attn.k_proj,
-                block.attn.v_proj,
-                block.attn.out_proj,
-                block.mlp.fc1,
-                block.mlp.fc2,
-            ):
-                nn.init.normal_(linear.weight, std=0.02)
-                nn.init.zeros_(linear.bias)
+        init_blocks(self.blocks)
         if self.visual_projection is not None:
             nn.init.normal_(self.visual_projection.weight, std=scale)
 

@@ -73,6 +73,19 @@ def convert_hf_clip_text_state_dict(
         "final_layer_norm.weight": "ln_final.weight",
         "final_layer_norm.bias": "ln_final.bias",
     }
+    renames.update(encoder_layer_renames(num_layers))
+    renames = {prefix + theirs: ours for theirs, ours in renames.items()}
+    if projection:
+        renames["text_projection.weight"] = "text_projection.weight"
+    missing = [k for k in renames if k not in state_dict]
+    if missing:
+        raise ValueError(f"not a CLIPTextModel state dict with {num_layers} layers: missing {missing[:5]}")
+    return {ours: state_dict[theirs] for theirs, ours in renames.items()}
+
+
+def encoder_layer_renames(num_layers: int) -> dict[str, str]:
+    """transformers' CLIPEncoder layer names -> minildm's blocks (the same for the text and vision towers)."""
+    renames = {}
     for i in range(num_layers):
         ours, theirs = f"blocks.{i}.", f"encoder.layers.{i}."
         for param in ("weight", "bias"):
@@ -82,13 +95,7 @@ def convert_hf_clip_text_state_dict(
             renames[f"{theirs}mlp.fc2.{param}"] = f"{ours}mlp.fc2.{param}"
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                 renames[f"{theirs}self_attn.{proj}.{param}"] = f"{ours}attn.{proj}.{param}"
-    renames = {prefix + theirs: ours for theirs, ours in renames.items()}
-    if projection:
-        renames["text_projection.weight"] = "text_projection.weight"
-    missing = [k for k in renames if k not in state_dict]
-    if missing:
-        raise ValueError(f"not a CLIPTextModel state dict with {num_layers} layers: missing {missing[:5]}")
-    return {ours: state_dict[theirs] for theirs, ours in renames.items()}
+    return renames
 
 
 def text_encoder_from_hf(hf_model) -> TextEncoder:

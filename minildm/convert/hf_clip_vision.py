@@ -28,7 +28,7 @@ import torch
 
 from minildm.clip.model import CLIP, CLIPConfig
 from minildm.clip.vision import VisionEncoder, VisionEncoderConfig
-from minildm.convert.hf_clip import config_from_hf, convert_hf_clip_text_state_dict
+from minildm.convert.hf_clip import config_from_hf, convert_hf_clip_text_state_dict, encoder_layer_renames
 
 
 def vision_config_from_hf(hf_config, projection_dim: int | None = None) -> VisionEncoderConfig:
@@ -69,15 +69,7 @@ def convert_hf_clip_vision_state_dict(
     for param in ("weight", "bias"):
         renames[f"pre_layrnorm.{param}"] = f"ln_pre.{param}"
         renames[f"post_layernorm.{param}"] = f"ln_post.{param}"
-    for i in range(num_layers):
-        ours, theirs = f"blocks.{i}.", f"encoder.layers.{i}."
-        for param in ("weight", "bias"):
-            renames[f"{theirs}layer_norm1.{param}"] = f"{ours}ln_1.{param}"
-            renames[f"{theirs}layer_norm2.{param}"] = f"{ours}ln_2.{param}"
-            renames[f"{theirs}mlp.fc1.{param}"] = f"{ours}mlp.fc1.{param}"
-            renames[f"{theirs}mlp.fc2.{param}"] = f"{ours}mlp.fc2.{param}"
-            for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                renames[f"{theirs}self_attn.{proj}.{param}"] = f"{ours}attn.{proj}.{param}"
+    renames.update(encoder_layer_renames(num_layers))
     renames = {prefix + theirs: ours for theirs, ours in renames.items()}
     if projection:
         renames["visual_projection.weight"] = "visual_projection.weight"

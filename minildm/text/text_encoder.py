@@ -65,6 +65,18 @@ class TextEncoderConfig:
             raise ValueError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio}")
 
 
+def init_blocks(blocks: nn.ModuleList) -> None:
+    """CLIP's initialisation of its transformer blocks (text and vision towers alike): every
+    projection N(0, 0.02^2), biases 0."""
+    for block in blocks:
+        for linear in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.out_proj):
+            nn.init.normal_(linear.weight, std=0.02)
+            nn.init.zeros_(linear.bias)
+        for linear in (block.mlp.fc1, block.mlp.fc2):
+            nn.init.normal_(linear.weight, std=0.02)
+            nn.init.zeros_(linear.bias)
+
+
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     # quick_gelu(x) = x * sigmoid(1.702 x), OpenAI's approximation of GELU
     return x * torch.sigmoid(1.702 * x)
@@ -122,17 +134,7 @@ class TextEncoder(nn.Module):
         N(0, 1/width) projection."""
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
-        for block in self.blocks:
-            for linear in (
-                block.attn.q_proj,
-                block.attn.k_proj,
-                block.attn.v_proj,
-                block.attn.out_proj,
-                block.mlp.fc1,
-                block.mlp.fc2,
-            ):
-                nn.init.normal_(linear.weight, std=0.02)
-                nn.init.zeros_(linear.bias)
+        init_blocks(self.blocks)
         if self.text_projection is not None:
             nn.init.normal_(self.text_projection.weight, std=self.config.width**-0.5)
 
