@@ -17,9 +17,15 @@ from minildm.ldm import load_ldm
 REPO = Path(__file__).resolve().parents[1]
 
 
+def default_ctrl_c() -> None:
+    """In the child: Ctrl-C's default disposition. A pytest-xdist worker ignores SIGINT, and an
+    ignored signal is inherited across exec, so Python would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "minildm", *argv], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, preexec_fn=default_ctrl_c, text=True)  # fmt: skip
 
 
 def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -78,12 +84,12 @@ def test_ctrl_c_while_sampling_writes_nothing(tmp_path):
     with open(log, "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "minildm", "sample", "--checkpoint", str(tmp_path / "ldm.pt"),
-             "--prompt", "a red circle", "--num", "64", "--steps", "100", "--out", str(tmp_path / "grid.png"),
+             "--prompt", "a red circle", "--num", "600", "--steps", "100", "--out", str(tmp_path / "grid.png"),
              "--progress=true"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=default_ctrl_c,
         )  # fmt: skip
         deadline = time.monotonic() + 120
-        while "sampling" not in log.read_text():  # the progress bar: sampling has started
+        while "denoising" not in log.read_text():  # the progress bar: the first denoising step is running
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
