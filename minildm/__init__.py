@@ -7,11 +7,17 @@ samplers and applications (sec. 4).
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder
 from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from minildm.config import Config, preset, resolve
 from minildm.datasets import ShapesConfig, ShapesDataset
 from minildm.diffusion import (
     DDIMSampler,
     DDPMSampler,
+    DPMSolverPlusPlus2MSampler,
+    EulerAncestralSampler,
+    EulerSampler,
+    HeunSampler,
     NoiseSchedule,
+    PLMSSampler,
     ScheduleConfig,
     classifier_free_guidance,
     diffusion_loss,
@@ -30,6 +36,14 @@ from minildm.pipelines import (
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
 
 __all__ = [
+    "Config",
+    "DPMSolverPlusPlus2MSampler",
+    "EulerAncestralSampler",
+    "EulerSampler",
+    "HeunSampler",
+    "PLMSSampler",
+    "preset",
+    "resolve",
     "AutoencoderConfig",
     "AutoencoderKL",
     "CLIPTokenizer",
