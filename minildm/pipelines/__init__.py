@@ -1,6 +1,6 @@
 """Applications of a latent diffusion model (LDM sec. 4.3-4.5), each a plain function with its
 denoising loop written out: text- and class-to-image with classifier-free guidance,
-image-to-image (SDEdit), inpainting (a trained concat model, or training-free), super-resolution."""
+image-to-image (SDEdit), inpainting (a trained concat model, or training-free), outpainting, super-resolution."""
 
 from minildm.pipelines.image_to_image import image_to_image
 from minildm.pipelines.inpaint import (
@@ -11,6 +11,7 @@ from minildm.pipelines.inpaint import (
     inpainting_concat,
 )
 from minildm.pipelines.masks import MaskConfig, check_mask, latent_mask, random_masks
+from minildm.pipelines.outpaint import outpaint, outpaint_canvas
 from minildm.pipelines.sampling import SAMPLERS, guided_model_output, make_sampler
 from minildm.pipelines.super_resolution import (
     SuperResolutionBatches,
@@ -36,6 +37,8 @@ __all__ = [
     "inpainting_concat",
     "latent_mask",
     "make_sampler",
+    "outpaint",
+    "outpaint_canvas",
     "random_masks",
     "super_resolve",
     "text_to_image",
