@@ -17,7 +17,10 @@ that names the file and says what is wrong with it.
 import os
 import pickle
 import re
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -96,6 +99,26 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def ctrl_c_after_the_write():
+    """Hold Ctrl-C until the block is done, then raise KeyboardInterrupt. torch.save cannot stop
+    half-way cleanly (an interrupt inside its zip writer surfaces as a RuntimeError on exit), so a
+    checkpoint being written is finished first; only in the main thread with Python's own handler."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
     """Write `obj` to `path` atomically (temp file + fsync + rename). Returns the path."""
     path = Path(path)
@@ -113,11 +136,11 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> Path:
     remove_stale_temp_files(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with ctrl_c_after_the_write(), os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp_name, path)
     except BaseException as err:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)

@@ -256,3 +256,28 @@ def test_kill_9_mid_write_leaves_the_old_checkpoint_and_the_next_save_cleans_up(
     assert load_checkpoint(path)["step"] == 3 and not left[0].exists()
     assert all(p.exists() for p in [alive, *others])
     assert remove_stale_temp_files(path) == []
+
+
+def test_ctrl_c_during_a_save_finishes_the_checkpoint_first(tmp_path, monkeypatch):
+    """An interrupt inside torch.save's zip writer would surface as a RuntimeError and a traceback;
+    the save holds Ctrl-C until the file is written, then raises KeyboardInterrupt."""
+    import os
+    import signal
+
+    from minildm.checkpoint import load_checkpoint, save_checkpoint
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist workers ignore SIGINT
+    real_save = torch.save
+
+    def save_with_ctrl_c(obj, f):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of the write
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_with_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint({"x": torch.arange(3)}, tmp_path / "model.pt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert torch.equal(load_checkpoint(tmp_path / "model.pt")["x"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
