@@ -1,0 +1,79 @@
+"""Sampling settings on several trained demo models: what guidance scale, guidance rescale, sampler
+and step count do to the held-out judge numbers, with no retraining.
+
+    python bench/sample_settings.py --runs runs/seeds/seed_0 runs/seeds/seed_1 runs/seeds/seed_2 \
+        --settings ddim,25,4 ddim,25,6 ddpm,50,4 dpmpp_2m,25,4
+
+Each RUN is a folder written by `python -m minildm demo` (ldm.pt and report.json, whose config
+gives the seed and so the same held-out prompts the demo judged). A setting is
+SAMPLER,STEPS,GUIDANCE[,RESCALE]. For every setting the table gives the mean +- standard deviation
+over the runs of the judge's held-out accuracy (shape, colour, size, position), one image per
+prompt, the demo's sampling seed. The first setting, the demo's own (ddim, 25, 4), reproduces
+each run's report.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from minildm.config import Config, resolve
+from minildm.evaluate import canonical_prompts, sample_prompts
+from minildm.ldm import load_ldm
+from minildm.metrics import caption_match_accuracy, load_or_train_shapes_classifier
+from minildm.train.stages import load_shapes
+
+ATTRIBUTES = ("shape", "colour", "size", "position")
+
+
+def parse_setting(text: str) -> dict[str, object]:
+    parts = text.split(",")
+    if len(parts) not in (3, 4):
+        raise SystemExit(f"a setting is SAMPLER,STEPS,GUIDANCE[,RESCALE], got {text!r}")
+    setting = {"sample.sampler": parts[0], "sample.steps": int(parts[1]), "sample.guidance": float(parts[2])}
+    setting["sample.guidance_rescale"] = float(parts[3]) if len(parts) == 4 else 0.0
+    return setting
+
+
+def run_config(run: Path) -> Config:
+    """The config the demo in `run` used (the keys this script needs from report.json)."""
+    saved = json.loads((run / "report.json").read_text())["config"]
+    return resolve(Config(), {"seed": saved["seed"], "eval.num_prompts": saved["eval"]["num_prompts"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="demo output folders")
+    parser.add_argument("--settings", nargs="+", default=["ddim,25,4"], help="SAMPLER,STEPS,GUIDANCE[,RESCALE]")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    judge = load_or_train_shapes_classifier(size=32, device="cpu")
+    results: dict[str, list[dict[str, float]]] = {}
+    for run in map(Path, args.runs):
+        base = run_config(run)
+        ldm = load_ldm(run / "ldm.pt", device="cpu")
+        labels = load_shapes(base, "heldout", 2 * base.eval.num_prompts, base.seed + 1).labels[: base.eval.num_prompts]
+        prompts = canonical_prompts(labels)
+        for text in args.settings:
+            config = resolve(dataclasses.replace(base, progress=False), parse_setting(text))
+            samples = sample_prompts(ldm, prompts, config, "cpu")
+            accuracy = caption_match_accuracy(judge, samples, labels)
+            results.setdefault(text, []).append({name: 100 * accuracy[name] for name in ATTRIBUTES})
+            print(f"{run} {text}: " + ", ".join(f"{n} {100 * accuracy[n]:.1f}" for n in ATTRIBUTES), flush=True)
+    print(f"\nheld-out accuracy (%), mean +- sd over {len(args.runs)} runs: {', '.join(args.runs)}")
+    print("| sampler, steps, guidance[, rescale] | " + " | ".join(ATTRIBUTES) + " |")
+    print("| --- |" + " ---: |" * len(ATTRIBUTES))
+    for text, rows in results.items():
+        cells = []
+        for name in ATTRIBUTES:
+            values = [row[name] for row in rows]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.mean(values):.1f} +- {spread:.1f}")
+        print(f"| {text} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
