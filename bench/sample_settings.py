@@ -46,7 +46,7 @@ def run_config(run: Path) -> Config:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="demo output folders")
+    parser.add_argument("--runs", nargs="+", default=["runs/demo"], help="demo output folders (runs/demo: `make demo`)")
     parser.add_argument("--settings", nargs="+", default=["ddim,25,4"], help="SAMPLER,STEPS,GUIDANCE[,RESCALE]")
     args = parser.parse_args()
     torch.set_num_threads(1)
