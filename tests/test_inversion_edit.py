@@ -12,7 +12,7 @@ from test_pipelines import PROMPTS, images, tiny_ldm
 
 from minildm.ldm import Condition, LatentDiffusion
 from minildm.pipelines import make_sampler
-from minildm.pipelines.inversion_edit import edit_by_inversion, invert_images
+from minildm.pipelines.inversion_edit import edit_by_inversion, invert_images, regenerate
 
 
 def rms(difference: torch.Tensor) -> float:
@@ -79,3 +79,9 @@ def test_only_the_deterministic_ddim_sampler_is_inverted(name, eta):
     ldm = tiny_ldm("text")
     with pytest.raises(ValueError, match="editing by inversion needs a DDIMSampler with eta = 0"):
         edit_by_inversion(ldm, make_sampler(ldm, name, 4, eta=eta), images(), PROMPTS, PROMPTS)
+
+
+def test_regenerate_asks_for_noise_of_the_latent_shape():
+    ldm = tiny_ldm("text")
+    with pytest.raises(ValueError, match=r"noise must be \(B, 4, 8, 8\), got \(2, 4, 16, 16\)"):
+        regenerate(ldm, make_sampler(ldm, "ddim", 4), torch.zeros(2, 4, 16, 16), PROMPTS)

@@ -64,6 +64,29 @@ def invert_images(
 
 
 @torch.no_grad()
+def regenerate(
+    ldm: LatentDiffusion,
+    sampler: DDIMSampler,
+    noise: torch.Tensor,
+    prompts: list[str] | None = None,
+    class_labels: torch.Tensor | None = None,
+    negative_prompts: list[str] | None = None,
+    guidance_scale: float = 1.0,
+    return_latents: bool = False,
+) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] (or latents) sampled by `sampler` from given noise z_T
+    (B, c, h, w), e.g. invert_images' output, under a condition (prompts or class_labels)."""
+    check_ode_sampler(sampler)
+    if noise.shape[1:] != ldm.latent_shape():
+        raise ValueError(f"noise must be (B, {', '.join(map(str, ldm.latent_shape()))}), got {tuple(noise.shape)}")
+    cond, uncond = conditions(ldm, noise.shape[0], prompts, class_labels, negative_prompts, guidance_scale)
+    z = noise.to(ldm.device)
+    for t in sampler.timesteps:
+        model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale)
+        z = sampler.step(model_output, t, z)
+    return z if return_latents else ldm.decode_latents(z)
+
+
 def edit_by_inversion(
     ldm: LatentDiffusion,
     sampler: DDIMSampler,
@@ -81,9 +104,5 @@ def edit_by_inversion(
     inverted under the source condition (source_prompts or source_class_labels, guidance
     inversion_guidance_scale), then sampled by the same DDIM grid under the new one (prompts or
     class_labels, guidance guidance_scale). Deterministic: no generator."""
-    z = invert_images(ldm, sampler, images, source_prompts, source_class_labels, inversion_guidance_scale)
-    cond, uncond = conditions(ldm, images.shape[0], prompts, class_labels, negative_prompts, guidance_scale)
-    for t in sampler.timesteps:
-        model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale)
-        z = sampler.step(model_output, t, z)
-    return z if return_latents else ldm.decode_latents(z)
+    noise = invert_images(ldm, sampler, images, source_prompts, source_class_labels, inversion_guidance_scale)
+    return regenerate(ldm, sampler, noise, prompts, class_labels, negative_prompts, guidance_scale, return_latents)
