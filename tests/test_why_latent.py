@@ -1,6 +1,6 @@
-"""bench/why_latent.py: pixel space is latent diffusion with the identity as first stage, the
-memory proxy counts exactly what autograd saves, and every table row and ratio is computed
-from the measured numbers (no timing is asserted)."""
+"""minildm/why_latent.py and bench/why_latent.py: pixel space is latent diffusion with the identity
+as first stage, the memory proxy (minildm/measure.py) counts exactly what autograd saves, and every
+table row and ratio is computed from the measured numbers (no timing is asserted)."""
 
 import dataclasses
 import sys
@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import why_latent
-from _measure import saved_activation_bytes
-from why_latent import SPACES, BenchConfig
+import why_latent as bench  # the speed levers: bench/why_latent.py, over bench/unet_speed.py
 
+from minildm import why_latent
 from minildm.datasets import ShapesConfig, ShapesDataset
+from minildm.measure import saved_activation_bytes
+from minildm.why_latent import SPACES, WhyLatentConfig
 
 CPU = torch.device("cpu")
 
@@ -35,7 +36,7 @@ def data():
 
 
 def test_pixel_space_ldm_is_pixel_diffusion():
-    cfg = BenchConfig.quick()
+    cfg = WhyLatentConfig.quick()
     ldm = why_latent.make_ldm(SPACES[0], cfg, why_latent.PixelSpace())
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     assert ldm.latent_shape() == (3, 16, 16)
@@ -45,7 +46,7 @@ def test_pixel_space_ldm_is_pixel_diffusion():
 
 
 def test_same_unet_in_every_space_only_input_channels_differ():
-    cfg = BenchConfig.quick()
+    cfg = WhyLatentConfig.quick()
     configs = [why_latent.make_ldm(s, cfg, why_latent.make_autoencoder(s, cfg)).config.unet for s in SPACES]
     assert [c.in_channels for c in configs] == [3, 3, 4]
     assert len({(c.base_channels, c.channel_mult, c.num_res_blocks, c.attention_levels) for c in configs}) == 1
@@ -67,7 +68,7 @@ def test_saved_activation_bytes_counts_what_autograd_saves():
 
 
 def test_spaces_table_rows_and_ratios_from_measurements(data):
-    cfg = BenchConfig.quick()
+    cfg = WhyLatentConfig.quick()
     results = {s.name: why_latent.measure_space(s, cfg, data, CPU) for s in SPACES}
     assert [r["latent"] for r in results.values()] == ["16x16x3", "4x4x3", "2x2x4"]
     pixel, f4 = results["pixel f=1"], results["latent f=4"]
@@ -84,7 +85,7 @@ def test_spaces_table_rows_and_ratios_from_measurements(data):
 
 
 def test_quality_at_equal_time_runs_the_trainer(data, tmp_path):
-    cfg = BenchConfig.quick()
+    cfg = WhyLatentConfig.quick()
     ldm, report = why_latent.quality_at_equal_time(
         SPACES[1], cfg, step_seconds=0.25, train_data=data, device=CPU, out_dir=tmp_path
     )
@@ -105,15 +106,13 @@ def test_levers_table_ratios_from_measurements(monkeypatch):
         "num_heads": 4,
         "context_dim": 32,
     }.items():
-        monkeypatch.setitem(why_latent.REFERENCE, key, value)
-    cfg = dataclasses.replace(BenchConfig.quick(), warmup=0)
+        monkeypatch.setitem(bench.REFERENCE, key, value)
+    cfg = dataclasses.replace(WhyLatentConfig.quick(), warmup=0)
     chosen = [
-        lever
-        for lever in why_latent.levers(compile_full_stack=False)
-        if lever.name in ("plain fp32 eager", "full stack")
+        lever for lever in bench.levers(compile_full_stack=False) if lever.name in ("plain fp32 eager", "full stack")
     ]
-    results = {lever.name: why_latent.measure_lever(lever, cfg, batch=1, device=CPU) for lever in chosen}
-    lines = why_latent.levers_table(results, 1, CPU)
+    results = {lever.name: bench.measure_lever(lever, cfg, batch=1, device=CPU) for lever in chosen}
+    lines = bench.levers_table(results, 1, CPU)
     ours, ref = results["full stack"]["minildm"], results["full stack"]["diffusers"]
     assert lines[3].split()[:5] == [
         "full",

@@ -19,6 +19,8 @@ explicit Euler step of dx/dsigma = eps_hat with sigma growing.
 An x0 or v output is read at the noise level of the timestep the network was given (t_i);
 diffusers' DDIMInverseScheduler reads it at the current level (alpha_bar_prev), which for x0
 divides by 0 at the first step. For eps networks the two are the same.
+
+Editing a real image starts from the x_T this returns (minildm/pipelines/inversion_edit.py).
 """
 
 from collections.abc import Callable
@@ -41,12 +43,26 @@ def ddim_inversion(
 ) -> torch.Tensor:
     """x_T (B, ...) for data x0 (B, ...): the start from which DDIMSampler with the same grid
     (eta = 0) returns approximately x0. model(x_t, t) returns the network's eps, x0 or v."""
+    grid = inference_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset)
+    return ddim_inversion_on_grid(model, schedule, x0, grid, prediction_type)
+
+
+def ddim_inversion_on_grid(
+    model: Callable[[torch.Tensor, int], torch.Tensor],
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    grid: torch.Tensor,
+    prediction_type: str = "eps",
+) -> torch.Tensor:
+    """x_T (B, ...) for data x0 (B, ...) on a sampler's descending timestep grid (n,), e.g. a
+    DDIMSampler's `grid`, which then maps x_T back to approximately x0."""
     check_prediction_type(prediction_type)
-    # t_0 < t_1 < ... < t_{n-1}: the sampler's grid, upward
-    grid = inference_timesteps(schedule.num_timesteps, num_inference_steps, timestep_spacing, steps_offset).flip(0)
+    if grid.ndim != 1 or len(grid) == 0 or not bool((grid[:-1] > grid[1:]).all()):
+        raise ValueError(f"grid must be a descending 1-D tensor of timesteps (a sampler's grid), got {grid.tolist()}")
     x = x0
     alpha_bar_prev = 1.0  # x_0 itself
-    for t in grid.tolist():
+    # t_0 < t_1 < ... < t_{n-1}: the sampler's grid, upward
+    for t in grid.flip(0).tolist():
         alpha_bar_t = schedule.alphas_cumprod[t].item()
         _, eps_hat = predict_x0_eps(prediction_type, model(x, t), x, alpha_bar_t)
         # x0_hat = (x - sqrt(1 - alpha_bar_prev) eps_hat) / sqrt(alpha_bar_prev)
