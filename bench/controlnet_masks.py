@@ -69,11 +69,13 @@ def main():
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(controlnet.state_dict(), args.out / "controlnet.pt")
-    losses = history["loss"]
+    first, last = statistics.mean(history["loss"][:20]), statistics.mean(history["loss"][-20:])
     print(f"ControlNet on {args.model.relative_to(REPO)}: {args.images} images with their masks, "
-          f"{history['steps']} steps in {history['seconds']:.0f} s (1 CPU thread), loss "
-          f"{statistics.mean(losses[:20]):.4f} -> {statistics.mean(losses[-20:]):.4f} (mean of first / last 20 steps)")  # fmt: skip
-    print(f"{args.prompts} seen-pair prompts of fresh images (train split, seed 5); masks their own or the next image's\n")
+          f"{history['steps']} steps in {history['seconds']:.0f} s (1 CPU thread), "
+          f"loss {first:.4f} -> {last:.4f} (mean of first / last 20 steps)")  # fmt: skip
+    print(
+        f"{args.prompts} seen-pair prompts of fresh images (train split, seed 5); masks their own or the next image's\n"
+    )
 
     prompts, labels = canonical_prompts(test.labels), test.labels
     masks = test.masks > 0.5  # (N, 1, H, W)
@@ -93,9 +95,14 @@ def main():
             caption = {head: float((read[:, i] == labels[:, i]).float().mean()) for i, head in enumerate(heads)}
             mask_image = {head: float((read[:, i] == labels[order, i]).float().mean()) for i, head in enumerate(heads)}
             overlap = float(iou(masks[order], object_pixels(images)).mean())
-            print(f"| {name} | {scale} | {overlap:.2f} | {100 * caption['colour']:.0f}% | {100 * caption['shape']:.0f}% "
-                  f"| {100 * caption['position']:.0f}% | {100 * mask_image['shape']:.0f}% "
-                  f"| {100 * mask_image['position']:.0f}% |")  # fmt: skip
+            cells = [
+                caption["colour"],
+                caption["shape"],
+                caption["position"],
+                mask_image["shape"],
+                mask_image["position"],
+            ]
+            print(f"| {name} | {scale} | {overlap:.2f} | " + " | ".join(f"{100 * c:.0f}%" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ def new_shape_prompts(shape: str, n: int, seed: int) -> tuple[list[str], torch.T
     rng = np.random.default_rng(seed)
     labels = torch.tensor(
         [
-            [ALL_SHAPES.index(shape), rng.integers(len(COLOURS)), rng.integers(len(SIZES)), rng.integers(len(POSITIONS))]
+            [
+                ALL_SHAPES.index(shape),
+                rng.integers(len(COLOURS)),
+                rng.integers(len(SIZES)),
+                rng.integers(len(POSITIONS)),
+            ]
             for _ in range(n)
         ]
     )
@@ -89,11 +94,14 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     config = preset("laptop")
     judges = (load_or_train_new_shape_classifier(config.data.size), load_or_train_shapes_classifier(config.data.size))
-    heldout = ShapesDataset(ShapesConfig(size=config.data.size, num_samples=600, seed=1, split="heldout", max_objects=1))
+    heldout = ShapesDataset(
+        ShapesConfig(size=config.data.size, num_samples=600, seed=1, split="heldout", max_objects=1)
+    )
     old_labels = heldout.labels[: args.prompts]
     prompts = (new_shape_prompts(args.shape, args.prompts, seed=1), (canonical_prompts(old_labels), old_labels))
     data = new_shape_data(args.shape, args.images, config.data.size, seed=0)
-    print(f"fine-tuning {args.model.relative_to(REPO)} on {args.images} images of a {args.shape}, {args.seconds:.0f} s each")
+    model = args.model.relative_to(REPO)
+    print(f"fine-tuning {model} on {args.images} images of a {args.shape}, {args.seconds:.0f} s each")
     print(f'e.g. "{data["captions"][0]}"; {args.prompts} prompts per column; 1 CPU thread\n')
 
     rows = {}
@@ -102,11 +110,16 @@ def main():
     with torch.no_grad():
         reconstructions = base.decode_latents(base.encode_images(real["images"]))
     ceiling = caption_match_accuracy(judges[0], reconstructions, real["labels"])
-    print(f"the autoencoder's reconstructions of {args.prompts} real {args.shape}s, read by the six-shape judge: "
-          f"shape {100 * ceiling['shape']:.0f}%, colour {100 * ceiling['colour']:.0f}%, all {100 * ceiling['all']:.0f}%\n")
+    print(
+        f"the autoencoder's reconstructions of {args.prompts} real {args.shape}s, read by the six-shape judge: "
+        f"shape {100 * ceiling['shape']:.0f}%, colour {100 * ceiling['colour']:.0f}%, all {100 * ceiling['all']:.0f}%\n"
+    )
     rows["base (demo model)"] = {**measure(base, judges, prompts, config), "bytes": 0, "seconds": 0.0, "steps": 0}
-    methods = {"lora": FinetuneConfig(method="lora", rank=args.rank, lr=args.lora_lr, steps=100000, seconds=args.seconds),
-               "full": FinetuneConfig(method="full", lr=args.full_lr, steps=100000, seconds=args.seconds)}  # fmt: skip
+    budget = {"steps": 100000, "seconds": args.seconds}
+    methods = {
+        "lora": FinetuneConfig(method="lora", rank=args.rank, lr=args.lora_lr, **budget),
+        "full": FinetuneConfig(method="full", lr=args.full_lr, **budget),
+    }
     for method, finetune_config in methods.items():
         ldm = load_ldm(args.model)
         start = time.perf_counter()

@@ -42,7 +42,9 @@ def sha256(tensor: torch.Tensor) -> str:
     ],
 )  # fmt: skip
 def test_standard_data_unchanged(split, seed, n, objects, pixel_sum, first_sums, mask_sum, images_sha, caption):
-    data = generate_shapes(ShapesConfig(size=32, num_samples=n, seed=seed, split=split, max_objects=objects, cache=False))
+    data = generate_shapes(
+        ShapesConfig(size=32, num_samples=n, seed=seed, split=split, max_objects=objects, cache=False)
+    )
     assert data["images"].long().sum().item() == pixel_sum
     assert data["images"][:4].long().sum((1, 2, 3)).tolist() == first_sums
     assert data["masks"].long().sum().item() == mask_sum

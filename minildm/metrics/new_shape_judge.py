@@ -27,7 +27,9 @@ NEW_SHAPES_HEADS = (("shape", len(ALL_SHAPES)),) + SHAPES_HEADS[1:]
 FIT_SEED, EVAL_SEED = 3000, 3001  # new-shape images for fitting and for measuring the judge
 
 
-def new_shape_judge_data(size: int, train_samples: int, eval_samples: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def new_shape_judge_data(
+    size: int, train_samples: int, eval_samples: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) to fit the judge on (the standard fit set + train_samples / 4 of each new
     shape, the standard set's count per shape) and to measure it: "new-shapes" (fresh stars and
     hearts), "heldout-style" (the standard held-out evaluation images)."""

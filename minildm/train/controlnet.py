@@ -88,7 +88,9 @@ def controlnet_loss(
     with torch.no_grad():  # the text encoder is frozen
         cond = ldm.encode_tokens(torch.where(drop[:, None], ldm.null_tokens(B), tokens))
     output = controlled_prediction(ldm, controlnet, z_t, t, cond, hints)
-    return diffusion_loss(ldm.schedule, output.float(), latents, noise, t, ldm.prediction_type, ldm.config.min_snr_gamma)
+    return diffusion_loss(
+        ldm.schedule, output.float(), latents, noise, t, ldm.prediction_type, ldm.config.min_snr_gamma
+    )
 
 
 def train_controlnet(
