@@ -14,8 +14,10 @@ image's labels on
 - the cut view, with the missing strip left mid grey (what there is before outpainting);
 - the outpainted image;
 
-and the IoU, within the invented strip, between the object in the outpainted image and in the
-original (object pixels read by colour: HSV saturation above 0.45, bench/controlnet_masks.py).
+the IoU, within the invented strip, between the object in the outpainted image and in the
+original (object pixels read by colour: HSV saturation above 0.45, bench/controlnet_masks.py), and
+the mean |x - original| over the known part (what outpainting should keep; the autoencoder's own
+reconstruction error is printed beside it, since every output goes through the decoder).
 Samples use the demo's sampler settings (DDIM, 25 steps, guidance 4, seed 0), one CPU thread.
 """
 
@@ -67,10 +69,16 @@ def main():
           f"{args.model.relative_to(REPO)}, training-free outpainting, 1 CPU thread\n")  # fmt: skip
 
     heads = ("shape", "colour", "size", "position", "all")
-    print("| cut (px) | image | " + " | ".join(heads) + " | IoU in the strip |")
-    print("|---" * (len(heads) + 3) + "|")
+    print("| cut (px) | image | " + " | ".join(heads) + " | IoU in the strip | mean abs error, known part |")
+    print("|---" * (len(heads) + 4) + "|")
     original = caption_match_accuracy(judge, originals, labels)
-    print("| - | original, uncut | " + " | ".join(f"{100 * original[h]:.0f}%" for h in heads) + " | - |")
+    with torch.no_grad():
+        reconstructions = ldm.decode_latents(ldm.encode_images(originals)).cpu()
+    reconstruction_error = (reconstructions - originals).abs().mean().item()
+    print(
+        "| - | original, uncut | " + " | ".join(f"{100 * original[h]:.0f}%" for h in heads)
+        + f" | - | {reconstruction_error:.3f} (D(E(x)) of the whole image) |"
+    )  # fmt: skip
     for cut in args.cuts:
         view, _ = outpaint_canvas(originals, (0, -cut), factor)  # the camera moved right: the object is cut
         # the cut view moved back: its left strip unknown (mid grey until outpainted)
@@ -83,10 +91,11 @@ def main():
         made, real = object_pixels(after)[strip], object_pixels(originals)[strip]
         has_object = real.flatten(1).any(1)
         overlap = (made & real).flatten(1).sum(1) / (made | real).flatten(1).sum(1).clamp(min=1)
+        known_error = (after - originals)[:, :, :, cut:].abs().mean().item()
         for name, images in (("cut, strip grey", before), ("outpainted", after)):
             accuracy = caption_match_accuracy(judge, images, labels)
-            iou = f"{float(overlap[has_object].mean()):.2f}" if name == "outpainted" else "-"
-            print(f"| {cut} | {name} | " + " | ".join(f"{100 * accuracy[h]:.0f}%" for h in heads) + f" | {iou} |")
+            extra = f"{float(overlap[has_object].mean()):.2f} | {known_error:.3f}" if name == "outpainted" else "- | 0"
+            print(f"| {cut} | {name} | " + " | ".join(f"{100 * accuracy[h]:.0f}%" for h in heads) + f" | {extra} |")
 
 
 if __name__ == "__main__":
