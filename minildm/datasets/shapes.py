@@ -115,7 +115,7 @@ def sample_layout(config: ShapesConfig, rng: np.random.Generator) -> dict[str, n
     of the side, and present (N, 2) bool."""
     n = config.num_samples
     cells = np.array([[CELL_CENTRES[col], CELL_CENTRES[row]] for row, col in POSITION_CELLS])  # (9, 2) as (x, y)
-    extents = SHAPE_EXTENTS.numpy().astype(np.float64)  # (4, 2)
+    extents = SHAPE_EXTENTS.numpy().astype(np.float64)  # (6, 2): the four standard shapes, star, heart
 
     def draw_object(split_main: bool):
         pairs = _combination_ids(config.split, split_main)
