@@ -19,6 +19,11 @@ is always the one named first in the caption.
 
 Generation is deterministic from (seed, split) and vectorised (see `render.py`). Images are
 quantised to 8 bits like real images, so a cached dataset equals a freshly generated one.
+
+New shapes, opt-in: `new_shape_data("star", n)` draws single-object images of a star or a heart
+(`NEW_SHAPES`, ids 4 and 5 after the four of `SHAPES`) in every colour, size and position, with
+captions ("a small red star at the top left"). The standard splits never contain them and do not
+change by a pixel: they are what fine-tuning (train/finetune.py) teaches a trained model.
 """
 
 import os
@@ -41,7 +46,13 @@ from minildm.datasets.attributes import (
     SHAPES,
     SIZES,
 )
-from minildm.datasets.captions import caption_for
+from minildm.datasets.captions import (
+    COLOUR_WORDS,
+    POSITION_WORDS,
+    SINGLE_TEMPLATES,
+    SIZE_WORDS,
+    caption_for,
+)
 from minildm.datasets.render import (
     SHAPE_EXTENTS,
     coverage,
@@ -56,6 +67,9 @@ CELL_CENTRES = (0.21, 0.5, 0.79)
 JITTER = 0.025
 GAP = 0.02  # minimum free space between two objects' boxes, as a fraction of the side
 CHUNK = 2048
+NEW_SHAPES = ("star", "heart")  # opt-in shapes, never in the standard splits
+ALL_SHAPES = SHAPES + NEW_SHAPES  # shape ids of render.py: 0-3 standard, 4 star, 5 heart
+NEW_SHAPES_STREAM = 7  # a random stream of its own, apart from SPLITS.index(split) in 0-2
 
 
 def data_root() -> Path:
@@ -101,7 +115,7 @@ def sample_layout(config: ShapesConfig, rng: np.random.Generator) -> dict[str, n
     of the side, and present (N, 2) bool."""
     n = config.num_samples
     cells = np.array([[CELL_CENTRES[col], CELL_CENTRES[row]] for row, col in POSITION_CELLS])  # (9, 2) as (x, y)
-    extents = SHAPE_EXTENTS.numpy().astype(np.float64)  # (4, 2)
+    extents = SHAPE_EXTENTS.numpy().astype(np.float64)  # (6, 2): the four standard shapes, star, heart
 
     def draw_object(split_main: bool):
         pairs = _combination_ids(config.split, split_main)
@@ -267,3 +281,39 @@ class ShapesDataset(Dataset):
             "caption": self.captions[index],
             "labels": self.labels[index],
         }
+
+
+def new_shape_prompt(shape: str, colour: str, size: str, position: str, template: int = 0) -> str:
+    """A single-object caption naming a shape of ALL_SHAPES: new_shape_prompt("star", "red",
+    "small", "top left") -> "a small red star at the top left" (template 0 is the canonical
+    form of captions.prompt_for, and so the prompt that the judge's accuracy is measured on)."""
+    if shape not in ALL_SHAPES:
+        raise ValueError(f"shape must be one of {ALL_SHAPES}, got {shape!r}")
+    words = {
+        "size": SIZE_WORDS[size][0],
+        "colour": COLOUR_WORDS[colour][0],
+        "shape": shape,
+        "where": POSITION_WORDS[position][0],
+    }
+    return SINGLE_TEMPLATES[template].format(**words)
+
+
+def new_shape_data(shape: str, num_samples: int, size: int = 32, seed: int = 0) -> dict:
+    """Single-object images of a new shape (a NEW_SHAPES name) in every colour, size and position,
+    drawn like the standard data: {"images" (N, 3, H, W) float in [-1, 1], "masks" (N, 1, H, W)
+    float, "labels" (N, 4) long (shape id in ALL_SHAPES, colour, size, position), "captions"}.
+    Captions vary the template (not the words) as captions.caption_for does."""
+    if shape not in NEW_SHAPES:
+        raise ValueError(f"shape must be one of the new shapes {NEW_SHAPES}, got {shape!r}")
+    config = ShapesConfig(size=size, num_samples=num_samples, seed=seed, split="all", max_objects=1, cache=False)
+    rng = np.random.default_rng([seed, NEW_SHAPES_STREAM, ALL_SHAPES.index(shape), GENERATOR_VERSION])
+    layout = sample_layout(config, rng)
+    layout["attributes"][:, 0, 0] = ALL_SHAPES.index(shape)  # the main (only) object becomes the new shape
+    images, masks = render_layout(layout, size, rng)
+    labels = torch.from_numpy(layout["attributes"][:, 0].copy())  # (N, 4)
+    templates = rng.integers(len(SINGLE_TEMPLATES), size=num_samples)
+    captions = [
+        new_shape_prompt(shape, COLOURS[c], SIZES[z], POSITIONS[p], int(template))
+        for (_, c, z, p), template in zip(labels.tolist(), templates)
+    ]
+    return {"images": images.float() / 127.5 - 1.0, "masks": masks.float(), "labels": labels, "captions": captions}
