@@ -9,6 +9,9 @@ judge, not the model under test, and it must read held-out combinations correctl
 model on them. `load_or_train_shapes_classifier` trains it once and caches it under data/.
 """
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 
 from minildm.checkpoint import load_checkpoint
@@ -83,6 +86,32 @@ def judge_datasets(size: int, train_samples: int, eval_samples: int) -> dict[str
     }
 
 
+def load_or_train_judge(
+    path: Path,
+    config: ClassifierConfig,
+    make_data: Callable[[], dict[str, tuple[torch.Tensor, torch.Tensor]]],
+    train_config: ClassifierTrainConfig,
+    device: str,
+) -> AttributeClassifier:
+    """A judge from `path`, or trained on make_data()["fit"] (images, labels) and saved there
+    atomically, its accuracy measured on every other split of make_data(). The accuracy per split
+    is in `classifier.accuracy`."""
+    if path.is_file():
+        classifier = AttributeClassifier(config)
+        checkpoint = load_checkpoint(path, required_keys=("model", "accuracy"))
+        classifier.load_state_dict(checkpoint["model"])
+        accuracy = checkpoint["accuracy"]
+    else:
+        torch.manual_seed(train_config.seed)
+        classifier = AttributeClassifier(config)
+        data = make_data()
+        train_attribute_classifier(classifier, *data["fit"], train_config)
+        accuracy = {name: head_accuracy(classifier, *split) for name, split in data.items() if name != "fit"}
+        save_judge(classifier, train_config, accuracy, path)
+    classifier.accuracy = accuracy
+    return classifier.to(device).eval()
+
+
 def load_or_train_shapes_classifier(
     size: int = 32, device: str = "cpu", train_config: ClassifierTrainConfig | None = None
 ) -> AttributeClassifier:
@@ -90,22 +119,10 @@ def load_or_train_shapes_classifier(
     minute or two on one CPU core at 32x32) and saved there atomically. Its measured accuracy
     on fresh images is in `classifier.accuracy` {"train-style": {...}, "heldout-style": {...}}."""
     train_config = train_config or ClassifierTrainConfig()
-    config = ClassifierConfig()
     path = data_root() / "judges" / f"shapes_judge_v{GENERATOR_VERSION}_{size}px_steps{train_config.steps}.pt"
-    classifier = AttributeClassifier(config)
-    if path.is_file():
-        checkpoint = load_checkpoint(path, required_keys=("model", "accuracy"))
-        classifier.load_state_dict(checkpoint["model"])
-        accuracy = checkpoint["accuracy"]
-    else:
-        torch.manual_seed(train_config.seed)
-        classifier = AttributeClassifier(config)
+
+    def make_data() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = judge_datasets(size, JUDGE_TRAIN_SAMPLES, JUDGE_EVAL_SAMPLES)
-        train_attribute_classifier(classifier, data["fit"].images, data["fit"].labels, train_config)
-        accuracy = {
-            name: head_accuracy(classifier, data[name].images, data[name].labels)
-            for name in ("train-style", "heldout-style")
-        }
-        save_judge(classifier, train_config, accuracy, path)
-    classifier.accuracy = accuracy
-    return classifier.to(device).eval()
+        return {name: (data[name].images, data[name].labels) for name in ("fit", "train-style", "heldout-style")}
+
+    return load_or_train_judge(path, ClassifierConfig(), make_data, train_config, device)

@@ -9,17 +9,18 @@ under a name of its own, so the standard judge and every number measured with it
 
 import torch
 
-from minildm.checkpoint import load_checkpoint
 from minildm.datasets.shapes import ALL_SHAPES, GENERATOR_VERSION, NEW_SHAPES, data_root, new_shape_data
-from minildm.metrics.caption_match import JUDGE_EVAL_SAMPLES, JUDGE_TRAIN_SAMPLES, judge_datasets
+from minildm.metrics.caption_match import (
+    JUDGE_EVAL_SAMPLES,
+    JUDGE_TRAIN_SAMPLES,
+    judge_datasets,
+    load_or_train_judge,
+)
 from minildm.metrics.classifier import (
     SHAPES_HEADS,
     AttributeClassifier,
     ClassifierConfig,
     ClassifierTrainConfig,
-    head_accuracy,
-    save_judge,
-    train_attribute_classifier,
 )
 
 # the shape head reads six shapes; colour, size and position as the standard judge
@@ -53,20 +54,11 @@ def load_or_train_new_shape_classifier(
     """The six-shape judge for images of `size`, from data/judges/ (..._newshapes.pt) or trained and
     saved there. Its accuracy on fresh images is in `classifier.accuracy` {"new-shapes", "heldout-style"}."""
     train_config = train_config or ClassifierTrainConfig()
-    config = ClassifierConfig(heads=NEW_SHAPES_HEADS)
     name = f"shapes_judge_v{GENERATOR_VERSION}_{size}px_steps{train_config.steps}_newshapes.pt"
-    path = data_root() / "judges" / name
-    classifier = AttributeClassifier(config)
-    if path.is_file():
-        checkpoint = load_checkpoint(path, required_keys=("model", "accuracy"))
-        classifier.load_state_dict(checkpoint["model"])
-        accuracy = checkpoint["accuracy"]
-    else:
-        torch.manual_seed(train_config.seed)
-        classifier = AttributeClassifier(config)
-        data = new_shape_judge_data(size, JUDGE_TRAIN_SAMPLES, JUDGE_EVAL_SAMPLES)
-        train_attribute_classifier(classifier, *data["fit"], train_config)
-        accuracy = {name: head_accuracy(classifier, *data[name]) for name in ("new-shapes", "heldout-style")}
-        save_judge(classifier, train_config, accuracy, path)
-    classifier.accuracy = accuracy
-    return classifier.to(device).eval()
+    return load_or_train_judge(
+        data_root() / "judges" / name,
+        ClassifierConfig(heads=NEW_SHAPES_HEADS),
+        lambda: new_shape_judge_data(size, JUDGE_TRAIN_SAMPLES, JUDGE_EVAL_SAMPLES),
+        train_config,
+        device,
+    )
