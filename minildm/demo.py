@@ -54,7 +54,9 @@ def run_demo(
         results = evaluate_text_ldm(ldm, heldout, seen, config, device)
     samples = results.pop("samples")
     show = min(32, n)
-    save_image_grid(samples[:show], out_dir / "samples_heldout.png", nrow=8, title="held-out prompts (EMA, DDIM)")
+    sampled_by = f"{config.sample.sampler}, {config.sample.steps} steps, guidance {config.sample.guidance:g}"
+    title = f"held-out prompts (EMA, {sampled_by})"
+    save_image_grid(samples[:show], out_dir / "samples_heldout.png", nrow=8, title=title)
     save_image_grid(heldout.images[:show], out_dir / "real_heldout.png", nrow=8, title="real held-out images")
     save_loss_curves({"LDM loss": history["loss"]}, out_dir / "loss_ldm.png", title="latent diffusion training loss")
     last = history["loss"][-100:]
