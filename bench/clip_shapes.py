@@ -26,10 +26,12 @@ def main():
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--num-train", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=CLIPTrainConfig.lr)
+    parser.add_argument("--warmup-steps", type=int, default=CLIPTrainConfig.warmup_steps)
     args = parser.parse_args()
     torch.set_num_threads(1)
     train = ShapesDataset(ShapesConfig(size=32, num_samples=args.num_train, seed=args.seed, split="train"))
-    config = CLIPTrainConfig(steps=args.steps, seed=args.seed)
+    config = CLIPTrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps)
     model, tokenizer, history = train_clip(config, train.images, train.captions)
     cfg, last = model.config, min(50, config.steps)
     print(
@@ -38,7 +40,8 @@ def main():
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
     print(
-        f"trained {config.steps} steps of batch {config.batch_size} on {args.num_train} pairs in "
+        f"trained {config.steps} steps of batch {config.batch_size}, lr {config.lr:g}, warmup "
+        f"{config.warmup_steps}, on {args.num_train} pairs in "
         f"{history['seconds'][0]:.0f} s (1 thread, tokenizer included); final loss "
         f"{sum(history['loss'][-last:]) / last:.3f} (mean of the last {last} steps), "
         f"exp(t) {history['logit_scale'][-1]:.1f}\n"
