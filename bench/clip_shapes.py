@@ -12,9 +12,11 @@ then measures on fresh images it never saw:
 """
 
 import argparse
+from dataclasses import asdict
 
 import torch
 
+from minildm.clip.checkpoint import save_clip
 from minildm.clip.evaluate import ZERO_SHOT_ATTRIBUTES, text_to_image_recall_at_1, zero_shot_accuracy
 from minildm.clip.score import clip_score
 from minildm.clip.train import CLIPTrainConfig, train_clip
@@ -28,11 +30,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=CLIPTrainConfig.lr)
     parser.add_argument("--warmup-steps", type=int, default=CLIPTrainConfig.warmup_steps)
+    parser.add_argument("--save", default="runs/clip/clip.pt", help="the trained CLIP, cached for the other benches")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train = ShapesDataset(ShapesConfig(size=32, num_samples=args.num_train, seed=args.seed, split="train"))
     config = CLIPTrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps)
     model, tokenizer, history = train_clip(config, train.images, train.captions)
+    save_clip(model, tokenizer, args.save, {**history, "train_config": asdict(config), "num_train": args.num_train})
     cfg, last = model.config, min(50, config.steps)
     print(
         f"CLIP: ViT {cfg.vision.width}w x {cfg.vision.num_layers} layers, patch {cfg.vision.patch_size}; "
@@ -42,7 +46,7 @@ def main():
     print(
         f"trained {config.steps} steps of batch {config.batch_size}, lr {config.lr:g}, warmup "
         f"{config.warmup_steps}, on {args.num_train} pairs in "
-        f"{history['seconds'][0]:.0f} s (1 thread, tokenizer included); final loss "
+        f"{history['seconds'][0]:.0f} s wall, {history['cpu_seconds'][0]:.0f} s CPU (1 thread, tokenizer included); final loss "
         f"{sum(history['loss'][-last:]) / last:.3f} (mean of the last {last} steps), "
         f"exp(t) {history['logit_scale'][-1]:.1f}\n"
     )
