@@ -40,7 +40,7 @@ KIND = "minildm.IPAdapter"
 
 @dataclass
 class IPAdapterTrainConfig:
-    steps: int = 1000
+    steps: int = 600
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
