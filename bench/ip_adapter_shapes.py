@@ -33,7 +33,7 @@ from minildm.datasets.captions import POSITION_WORDS
 from minildm.evaluate import canonical_prompts
 from minildm.ldm import load_ldm
 from minildm.metrics import caption_match_accuracy, load_or_train_shapes_classifier
-from minildm.pipelines import make_sampler, text_to_image
+from minildm.pipelines import make_sampler
 from minildm.train.ip_adapter import (
     IPAdapterTrainConfig,
     embed_images,
@@ -132,8 +132,9 @@ def main():
     labels = refs.labels[:count].repeat_interleave(k, dim=0)
     variations = image_variations(ldm, image_proj, sampler, embeds, guidance, torch.Generator().manual_seed(args.seed))
     captions = canonical_prompts(labels)
-    text_samples = text_to_image(ldm, sampler, captions, guidance_scale=guidance,
-                                 generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+    # text alone: the adapter at lambda = 0 is exactly the text-only model (the U-Net now expects image tokens)
+    text_samples = image_prompt_to_image(ldm, image_proj, sampler, captions, embeds, guidance, 0.0,
+                                         torch.Generator().manual_seed(args.seed))  # fmt: skip
     accuracy = caption_match_accuracy(judge, variations, labels)
     text_accuracy = caption_match_accuracy(judge, text_samples, labels)
     diversity = sum(mean_pairwise_distance(v) for v in variations.view(count, k, *variations.shape[1:])) / count
