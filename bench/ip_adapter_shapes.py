@@ -2,7 +2,7 @@
 measured by the judge; and image variations (the image embedding alone).
 
     .venv/bin/python bench/ip_adapter_shapes.py [--ldm runs/demo/ldm.pt] [--steps 600]
-        [--num-refs 100] [--out runs/bench/ip_adapter]
+        [--drop-text-prob 0.5] [--num-refs 100] [--out runs/bench/ip_adapter]
 
 1. Train (or load from --adapter) the IP-Adapter: the demo's training images and captions, the
    CLIP of bench/clip_shapes.py's defaults (cached at --clip), only the image projection and the
@@ -57,6 +57,7 @@ def main():
     parser.add_argument("--clip", default="runs/clip/clip.pt", help="cached CLIP (trained here if missing)")
     parser.add_argument("--adapter", default="runs/ip_adapter/ip_adapter.pt", help="cached adapter (trained if missing)")
     parser.add_argument("--steps", type=int, default=IPAdapterTrainConfig.steps)
+    parser.add_argument("--drop-text-prob", type=float, default=IPAdapterTrainConfig.drop_text_prob)
     parser.add_argument("--num-refs", type=int, default=100)
     parser.add_argument("--variations", type=int, default=4, help="K variations of each of num_refs / 4 references")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,7 +70,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     clip, _, _ = load_or_train_shapes_clip(args.clip, CLIPTrainConfig())
     ldm = load_ldm(args.ldm)
-    adapter_config = IPAdapterTrainConfig(steps=args.steps, seed=args.seed)
+    adapter_config = IPAdapterTrainConfig(steps=args.steps, seed=args.seed, drop_text_prob=args.drop_text_prob)
     adapter_path = Path(args.adapter)
     if adapter_path.is_file():
         image_proj, loaded_config = load_ip_adapter(ldm, adapter_path)
