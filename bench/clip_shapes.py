@@ -20,8 +20,8 @@ import torch
 
 from minildm.clip.checkpoint import save_clip
 from minildm.clip.evaluate import ZERO_SHOT_ATTRIBUTES, text_to_image_recall_at_1, zero_shot_accuracy
-from minildm.clip.score import clip_score
 from minildm.clip.loss import clip_loss
+from minildm.clip.score import clip_score
 from minildm.clip.train import CLIPTrainConfig, build_clip, train_clip
 from minildm.datasets import ShapesConfig, ShapesDataset
 
@@ -52,7 +52,9 @@ def profile(config: CLIPTrainConfig, train: ShapesDataset) -> None:
 
     parts = {
         "vision tower, forward + backward": lambda: backward(model.encode_image(images)),
-        f"text tower, {batch_tokens.shape[1]} tokens, forward + backward": lambda: backward(model.encode_text(batch_tokens)),
+        f"text tower, {batch_tokens.shape[1]} tokens, forward + backward": lambda: backward(
+            model.encode_text(batch_tokens)
+        ),
         f"text tower, cut to {cut.shape[1]} tokens, forward + backward": lambda: backward(model.encode_text(cut)),
         "the loss of both towers (cut), forward + backward": lambda: clip_loss(
             model.encode_image(images), model.encode_text(cut), model.logit_scale
@@ -91,7 +93,8 @@ def main():
     print(
         f"trained {config.steps} steps of batch {config.batch_size}, lr {config.lr:g}, warmup "
         f"{config.warmup_steps}, on {args.num_train} pairs in "
-        f"{history['seconds'][0]:.0f} s wall, {history['cpu_seconds'][0]:.0f} s CPU (1 thread, tokenizer included); final loss "
+        f"{history['seconds'][0]:.0f} s wall, {history['cpu_seconds'][0]:.0f} s CPU "
+        f"(1 thread, tokenizer included); final loss "
         f"{sum(history['loss'][-last:]) / last:.3f} (mean of the last {last} steps), "
         f"exp(t) {history['logit_scale'][-1]:.1f}\n"
     )

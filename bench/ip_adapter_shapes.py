@@ -55,7 +55,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ldm", default="runs/demo/ldm.pt")
     parser.add_argument("--clip", default="runs/clip/clip.pt", help="cached CLIP (trained here if missing)")
-    parser.add_argument("--adapter", default="runs/ip_adapter/ip_adapter.pt", help="cached adapter (trained if missing)")
+    parser.add_argument(
+        "--adapter", default="runs/ip_adapter/ip_adapter.pt", help="cached adapter (trained if missing)"
+    )
     parser.add_argument("--steps", type=int, default=IPAdapterTrainConfig.steps)
     parser.add_argument("--drop-text-prob", type=float, default=IPAdapterTrainConfig.drop_text_prob)
     parser.add_argument("--num-refs", type=int, default=100)

@@ -59,6 +59,4 @@ def test_cutting_the_padding_after_the_longest_caption_is_exact():
     tokens = tokenizer(["a red circle", "a big blue square on the left"], context_length=77)  # (2, 77)
     longest = int(model.text.pool_positions(tokens).max()) + 1
     assert longest < 77
-    torch.testing.assert_close(
-        model.encode_text(tokens[:, :longest]), model.encode_text(tokens), rtol=0, atol=1e-6
-    )
+    torch.testing.assert_close(model.encode_text(tokens[:, :longest]), model.encode_text(tokens), rtol=0, atol=1e-6)

@@ -78,7 +78,9 @@ def embed_images(clip: CLIP, images: torch.Tensor, batch_size: int = 500) -> tor
 @torch.no_grad()
 def text_conditions(ldm: LatentDiffusion, prompts: list[str], batch_size: int = 500) -> Condition:
     """The frozen text encoder's Condition (context (N, L, d), pooled (N, d) or None) for each prompt."""
-    return Condition.cat([ldm.encode_condition(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    return Condition.cat(
+        [ldm.encode_condition(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    )
 
 
 def adapter_parameters(ldm: LatentDiffusion) -> dict[str, torch.nn.Parameter]:
@@ -188,7 +190,9 @@ def load_ip_adapter(ldm: LatentDiffusion, path: str | os.PathLike) -> tuple[Imag
         image_proj.load_state_dict(state["image_proj"])
         params = adapter_parameters(ldm)
         if set(params) != set(state["attention"]):
-            raise ValueError(f"the adapter has weights for {len(state['attention'])} projections, the U-Net {len(params)}")
+            raise ValueError(
+                f"the adapter has weights for {len(state['attention'])} projections, the U-Net {len(params)}"
+            )
         with torch.no_grad():
             for name, value in state["attention"].items():
                 params[name].copy_(value)
