@@ -2,7 +2,7 @@
 freezes CLIP's), only the U-Net trained, judged as the demo judges (held-out accuracy table).
 
     .venv/bin/python bench/frozen_text_encoder.py --seed 0 [--autoencoder runs/demo/autoencoder.pt]
-        [--clip runs/clip/clip.pt] [--out runs/frozen_text/seed_0]
+        [--clip runs/clip/clip.pt] [--out runs/frozen_text/seed_0] [--reuse]
 
 The same stages and settings as `python -m minildm demo --seed S` (the laptop preset: data,
 latents, LDM training, sampling and the judge, minildm/train/stages.py and minildm/evaluate.py),
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from minildm.autoencoder import load_autoencoder
+from minildm.checkpoint import load_checkpoint
 from minildm.clip.checkpoint import load_or_train_shapes_clip
-from minildm.clip.frozen_text import train_frozen_text_ldm
+from minildm.clip.frozen_text import load_frozen_text_ldm, train_frozen_text_ldm
 from minildm.clip.train import CLIPTrainConfig
 from minildm.config import preset
 from minildm.evaluate import accuracy_table, composition_tables, evaluate_text_ldm
-from minildm.ldm import load_ldm
 from minildm.train.stages import StageTimer, load_shapes, train_first_stage
 
 
@@ -35,6 +35,7 @@ def main():
     parser.add_argument("--autoencoder", default=None, help="a trained first stage to reuse (else trained here)")
     parser.add_argument("--clip", default="runs/clip/clip.pt", help="cached CLIP (trained here if missing)")
     parser.add_argument("--out", default=None, help="default runs/frozen_text/seed_<seed>")
+    parser.add_argument("--reuse", action="store_true", help="evaluate OUT/ldm.pt from an earlier run, no training")
     args = parser.parse_args()
     out = Path(args.out or f"runs/frozen_text/seed_{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -47,15 +48,19 @@ def main():
     with timer("data"):
         heldout = load_shapes(config, "heldout", 2 * n, config.seed + 1)
         seen = load_shapes(config, "train", n, config.seed + 2)
-    with timer("autoencoder"):
-        if args.autoencoder:
-            autoencoder = load_autoencoder(args.autoencoder)
-        else:
-            autoencoder = train_first_stage(config, "cpu", out, overwrite=True)
-    ldm, history = train_frozen_text_ldm(config, autoencoder, clip, tokenizer, "cpu", out, timer, overwrite=True)
-    trained = sum(p.numel() for p in ldm.parameters() if p.requires_grad)
+    if args.reuse:
+        ldm = load_frozen_text_ldm(out / "ldm.pt")
+        history = load_checkpoint(out / "ldm.pt")["training"]["history"]
+    else:
+        with timer("autoencoder"):
+            if args.autoencoder:
+                autoencoder = load_autoencoder(args.autoencoder)
+            else:
+                autoencoder = train_first_stage(config, "cpu", out, overwrite=True)
+        ldm, history = train_frozen_text_ldm(config, autoencoder, clip, tokenizer, "cpu", out, timer, overwrite=True)
+        ldm = load_frozen_text_ldm(out / "ldm.pt")  # the EMA weights, as the demo samples with
+    trained = sum(p.numel() for p in ldm.unet.parameters())
     frozen = sum(p.numel() for p in ldm.text_encoder.parameters())
-    ldm = load_ldm(out / "ldm.pt")  # the EMA weights, as the demo samples with
     with timer("sampling and evaluation"):
         results = evaluate_text_ldm(ldm, heldout, seen, config, "cpu")
     results.pop("samples")
@@ -65,7 +70,8 @@ def main():
         f"{trained / 1e6:.2f} M trained parameters (the U-Net); the CLIP itself trained in "
         f"{clip_history['seconds'][0]:.0f} s wall, {clip_history['cpu_seconds'][0]:.0f} s CPU"
     )
-    print(f"autoencoder {'reused from ' + args.autoencoder if args.autoencoder else 'trained here'}\n")
+    source = "trained here" if not args.autoencoder else f"reused from {args.autoencoder}"
+    print(f"autoencoder {source}; {'the LDM of an earlier run evaluated (--reuse)' if args.reuse else ''}\n")
     print(accuracy_table(results["accuracy"], results["autoencoder_reconstruction_accuracy"]))
     print()
     print(composition_tables(results["accuracy"], results["accuracy_seen_pairs"], results["drawn_shapes_heldout"]))
