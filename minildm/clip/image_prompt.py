@@ -38,6 +38,7 @@ def image_prompt_to_image(
             f"need one image embedding (B, D) per prompt, got {tuple(image_embeds.shape)} for {len(prompts)} prompts"
         )
     set_ip_adapter_scale(ldm.unet, ip_scale)
+    image_embeds = image_embeds.to(ldm.device)
     B = len(prompts)
     text_cond, text_uncond = conditions(ldm, B, prompts, None, None, guidance_scale)
     # the U-Net reads [c_t; c_i'] (B, L + N, d); the unconditional branch [c_null; c_i'(0)]

@@ -119,30 +119,32 @@ def train_ip_adapter(
             f"need N >= batch_size={config.batch_size} images and N captions, got {len(images)} and {len(captions)}"
         )
     start = time.perf_counter()
+    device = ldm.device
     ldm.eval().requires_grad_(False)
     clip.eval().requires_grad_(False)
-    latents = cache_latents(ldm, images, "cpu", progress=False)  # (N, c, h, w)
-    image_embeds = embed_images(clip, images)  # (N, D_img)
+    latents = cache_latents(ldm, images, device, progress=False)  # (N, c, h, w)
+    clip_device = next(clip.parameters()).device
+    image_embeds = embed_images(clip, images.to(clip_device)).to(device)  # (N, D_img)
     text = text_conditions(ldm, captions)  # context (N, L, d)
     null = text_conditions(ldm, [""])  # context (1, L, d)
     torch.manual_seed(config.seed)
     add_ip_adapter(ldm.unet, config.num_tokens)  # new W'_K, W'_V: created after the freeze, so they train
-    image_proj = ImageProjection(image_embeds.shape[1], ldm.config.text_encoder.width, config.num_tokens)
+    image_proj = ImageProjection(image_embeds.shape[1], ldm.config.text_encoder.width, config.num_tokens).to(device)
     params = list(image_proj.parameters()) + list(adapter_parameters(ldm).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
     history: dict[str, list[float]] = {"loss": []}
     for step in tqdm(range(config.steps), desc="IP-Adapter", disable=not show_progress(progress)):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config.lr, config.steps, config.warmup_steps, "cosine")
-        batch = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
+        batch = torch.randint(0, len(latents), (config.batch_size,), generator=generator).to(device)
         z0 = latents[batch]
         B = len(batch)
         # t ~ U{0, ..., T-1}, eps ~ N(0, I); z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
-        t = torch.randint(0, ldm.schedule.num_timesteps, (B,), generator=generator)
-        noise = torch.randn(z0.shape, generator=generator)
+        t = torch.randint(0, ldm.schedule.num_timesteps, (B,), generator=generator).to(device)
+        noise = torch.randn(z0.shape, generator=generator).to(device)
         z_t = ldm.schedule.q_sample(z0, t, noise)
-        drop_text, drop_image = condition_drops(torch.rand(B, generator=generator), config)  # (B,) each
+        drop_text, drop_image = condition_drops(torch.rand(B, generator=generator).to(device), config)  # (B,) each
         context = torch.where(drop_text[:, None, None], null.context, text.context[batch])  # (B, L, d)
         pooled = None if text.pooled is None else torch.where(drop_text[:, None], null.pooled, text.pooled[batch])
         c_i = torch.where(drop_image[:, None], torch.zeros_like(image_embeds[batch]), image_embeds[batch])
