@@ -1,6 +1,7 @@
 """Train minildm's own CLIP on the shapes captions (one CPU thread) and print what it learned.
 
     .venv/bin/python bench/clip_shapes.py [--steps 1000] [--seed 0]
+    .venv/bin/python bench/clip_shapes.py --profile      # where one step's time goes, then stop
 
 Trains on the training split's images and captions (one or two objects, templates and synonyms),
 then measures on fresh images it never saw:
@@ -12,13 +13,57 @@ then measures on fresh images it never saw:
 """
 
 import argparse
+import time
+from dataclasses import asdict
 
 import torch
 
+from minildm.clip.checkpoint import save_clip
 from minildm.clip.evaluate import ZERO_SHOT_ATTRIBUTES, text_to_image_recall_at_1, zero_shot_accuracy
+from minildm.clip.loss import clip_loss
 from minildm.clip.score import clip_score
-from minildm.clip.train import CLIPTrainConfig, train_clip
+from minildm.clip.train import CLIPTrainConfig, build_clip, train_clip
 from minildm.datasets import ShapesConfig, ShapesDataset
+
+
+def cpu_seconds_per_call(function, repeats: int = 10) -> float:
+    """This process's CPU seconds per call (its wall time on an idle core; robust to other jobs' load)."""
+    function()  # warm-up
+    start = time.process_time()
+    for _ in range(repeats):
+        function()
+    return (time.process_time() - start) / repeats
+
+
+def profile(config: CLIPTrainConfig, train: ShapesDataset) -> None:
+    """Where one training step's time goes: each tower's forward and backward, the loss, AdamW."""
+    start = time.process_time()
+    model, tokenizer = build_clip(config, train.captions)
+    print(f"BPE merges learned in {time.process_time() - start:.1f} s CPU")
+    start = time.process_time()
+    tokens = tokenizer(train.captions, context_length=model.text.config.context_length)
+    print(f"{len(tokens)} captions tokenised in {time.process_time() - start:.1f} s CPU")
+    images, batch_tokens = train.images[: config.batch_size], tokens[: config.batch_size]
+    cut = batch_tokens[:, : int(model.text.pool_positions(batch_tokens).max()) + 1]
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def backward(embeds):
+        embeds.sum().backward()
+
+    parts = {
+        "vision tower, forward + backward": lambda: backward(model.encode_image(images)),
+        f"text tower, {batch_tokens.shape[1]} tokens, forward + backward": lambda: backward(
+            model.encode_text(batch_tokens)
+        ),
+        f"text tower, cut to {cut.shape[1]} tokens, forward + backward": lambda: backward(model.encode_text(cut)),
+        "the loss of both towers (cut), forward + backward": lambda: clip_loss(
+            model.encode_image(images), model.encode_text(cut), model.logit_scale
+        ).backward(),
+        "AdamW step": optimizer.step,
+    }
+    print(f"\n| batch {config.batch_size}, one thread | CPU seconds |\n| --- | ---: |")
+    for name, function in parts.items():
+        print(f"| {name} | {cpu_seconds_per_call(function):.3f} |")
 
 
 def main():
@@ -26,11 +71,19 @@ def main():
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--num-train", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=CLIPTrainConfig.lr)
+    parser.add_argument("--warmup-steps", type=int, default=CLIPTrainConfig.warmup_steps)
+    parser.add_argument("--profile", action="store_true", help="print where a step's time goes, and stop")
+    parser.add_argument("--save", default="runs/clip/clip.pt", help="the trained CLIP, cached for the other benches")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train = ShapesDataset(ShapesConfig(size=32, num_samples=args.num_train, seed=args.seed, split="train"))
-    config = CLIPTrainConfig(steps=args.steps, seed=args.seed)
+    config = CLIPTrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps)
+    if args.profile:
+        profile(config, train)
+        return
     model, tokenizer, history = train_clip(config, train.images, train.captions)
+    save_clip(model, tokenizer, args.save, {**history, "train_config": asdict(config), "num_train": args.num_train})
     cfg, last = model.config, min(50, config.steps)
     print(
         f"CLIP: ViT {cfg.vision.width}w x {cfg.vision.num_layers} layers, patch {cfg.vision.patch_size}; "
@@ -38,8 +91,10 @@ def main():
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
     print(
-        f"trained {config.steps} steps of batch {config.batch_size} on {args.num_train} pairs in "
-        f"{history['seconds'][0]:.0f} s (1 thread, tokenizer included); final loss "
+        f"trained {config.steps} steps of batch {config.batch_size}, lr {config.lr:g}, warmup "
+        f"{config.warmup_steps}, on {args.num_train} pairs in "
+        f"{history['seconds'][0]:.0f} s wall, {history['cpu_seconds'][0]:.0f} s CPU "
+        f"(1 thread, tokenizer included); final loss "
         f"{sum(history['loss'][-last:]) / last:.3f} (mean of the last {last} steps), "
         f"exp(t) {history['logit_scale'][-1]:.1f}\n"
     )

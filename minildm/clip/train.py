@@ -10,6 +10,12 @@ captions first (minildm/text/bpe_trainer.py), as the LDM demo does. What CLIP di
 - the log temperature t learned with the rest, exp(t) clipped at 100 inside the loss.
 
 Images are the dataset's (B, 3, H, W) in [-1, 1]; no augmentation (CLIP used only a random square crop).
+
+Where the time goes (one thread, batch 128, the default towers; bench/clip_shapes.py prints the
+totals): the text tower's forward and backward take more than the vision tower's (a caption is up to
+22 tokens, an image 17), so each batch's tokens are cut after its longest caption. The text
+attention is causal and the text is read at its end token, so the padding after every caption's
+end token never changes what the model computes: cutting it is exact.
 """
 
 import dataclasses
@@ -75,8 +81,8 @@ def train_clip(
 ) -> tuple[CLIP, CLIPTokenizer, dict[str, list[float]]]:
     """Train a CLIP on images (N, 3, H, W) in [-1, 1] and their N captions.
 
-    Returns the model (eval mode), its tokenizer, and the history: loss and exp(t) per step, and the
-    wall time in seconds (tokenizer included).
+    Returns the model (eval mode), its tokenizer, and the history: loss and exp(t) per step, the
+    wall time in seconds and this process's CPU seconds (tokenizer included).
     """
     if images.dim() != 4 or len(images) != len(captions):
         raise ValueError(
@@ -84,9 +90,10 @@ def train_clip(
         )
     if len(images) < config.batch_size:
         raise ValueError(f"need at least batch_size={config.batch_size} pairs, got {len(images)}")
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model, tokenizer = build_clip(config, captions)
     tokens = tokenizer(captions, context_length=model.text.config.context_length)  # (N, L), tokenised once
+    lengths = model.text.pool_positions(tokens) + 1  # (N,): each caption's tokens up to its end token
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
     generator = torch.Generator().manual_seed(config.seed)
     history: dict[str, list[float]] = {"loss": [], "logit_scale": []}
@@ -96,11 +103,13 @@ def train_clip(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = torch.randperm(len(images), generator=generator)[: config.batch_size]  # B distinct pairs
-        loss = clip_loss(model.encode_image(images[batch]), model.encode_text(tokens[batch]), model.logit_scale)
+        batch_tokens = tokens[batch][:, : int(lengths[batch].max())]  # (B, L_batch): the padding after cut
+        loss = clip_loss(model.encode_image(images[batch]), model.encode_text(batch_tokens), model.logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         history["loss"].append(loss.item())
         history["logit_scale"].append(model.logit_scale.exp().item())
     history["seconds"] = [time.perf_counter() - start]
+    history["cpu_seconds"] = [time.process_time() - start_cpu]  # = wall seconds on an idle core (one thread)
     return model.eval(), tokenizer, history
