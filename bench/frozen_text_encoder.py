@@ -22,10 +22,11 @@ import torch
 from minildm.autoencoder import load_autoencoder
 from minildm.checkpoint import load_checkpoint
 from minildm.clip.checkpoint import load_or_train_shapes_clip
-from minildm.clip.frozen_text import load_frozen_text_ldm, train_frozen_text_ldm
+from minildm.clip.frozen_text import train_frozen_text_ldm
 from minildm.clip.train import CLIPTrainConfig
 from minildm.config import preset
 from minildm.evaluate import accuracy_table, composition_tables, evaluate_text_ldm
+from minildm.ldm import load_ldm
 from minildm.train.stages import StageTimer, load_shapes, train_first_stage
 
 
@@ -49,7 +50,7 @@ def main():
         heldout = load_shapes(config, "heldout", 2 * n, config.seed + 1)
         seen = load_shapes(config, "train", n, config.seed + 2)
     if args.reuse:
-        ldm = load_frozen_text_ldm(out / "ldm.pt")
+        ldm = load_ldm(out / "ldm.pt")
         history = load_checkpoint(out / "ldm.pt")["training"]["history"]
     else:
         with timer("autoencoder"):
@@ -58,7 +59,7 @@ def main():
             else:
                 autoencoder = train_first_stage(config, "cpu", out, overwrite=True)
         ldm, history = train_frozen_text_ldm(config, autoencoder, clip, tokenizer, "cpu", out, timer, overwrite=True)
-        ldm = load_frozen_text_ldm(out / "ldm.pt")  # the EMA weights, as the demo samples with
+        ldm = load_ldm(out / "ldm.pt")  # the EMA weights, as the demo samples with
     trained = sum(p.numel() for p in ldm.unet.parameters())
     frozen = sum(p.numel() for p in ldm.text_encoder.parameters())
     with timer("sampling and evaluation"):

@@ -311,6 +311,10 @@ def load_ldm(path, use_ema: bool = True, device: str = "cpu") -> LatentDiffusion
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path} does not match this version of minildm: {error_summary(err)}") from err
     if use_ema and "ema" in state:
+        shadow = state["ema"].get("shadow") if isinstance(state["ema"], dict) else None
+        if isinstance(shadow, dict):  # what training froze (a pretrained text encoder) has no shadow: freeze it again
+            for name, param in ldm.named_parameters():
+                param.requires_grad_(name in shadow)
         ema = EMA(ldm)
         try:
             ema.load_state_dict(state["ema"])

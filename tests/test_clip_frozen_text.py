@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from minildm.autoencoder import build_autoencoder
-from minildm.clip.frozen_text import frozen_clip_text_ldm, load_frozen_text_ldm, train_frozen_text_ldm
+from minildm.clip.frozen_text import frozen_clip_text_ldm, train_frozen_text_ldm
 from minildm.clip.model import CLIP, CLIPConfig
 from minildm.clip.vision import VisionEncoderConfig
 from minildm.config import preset
+from minildm.ldm import load_ldm
 from minildm.text import CLIPTokenizer, TextEncoderConfig
 
 
@@ -40,7 +41,7 @@ def test_the_context_is_the_clip_text_towers_and_only_the_unet_trains(tmp_path):
     trained, _ = train_frozen_text_ldm(config, autoencoder, clip, tokenizer, "cpu", tmp_path, overwrite=True)
     after_text = trained.text_encoder.state_dict()
     assert all(torch.equal(before_text[k], after_text[k]) for k in before_text)
-    loaded = load_frozen_text_ldm(tmp_path / "ldm.pt")  # with its EMA, which holds only the U-Net
+    loaded = load_ldm(tmp_path / "ldm.pt")  # with its EMA, which holds only the U-Net
     for name, value in loaded.text_encoder.state_dict().items():
         torch.testing.assert_close(value, clip.text.state_dict()[name], rtol=0, atol=0)
     untrained = frozen_clip_text_ldm(config, autoencoder, clip, tokenizer).unet.state_dict()

@@ -13,18 +13,15 @@ tokenizer is the CLIP's. The U-Net's context_dim (and pooled_dim) follow the CLI
 """
 
 import dataclasses
-import os
 from pathlib import Path
 
 import torch
 
 from minildm.autoencoder import FirstStage
-from minildm.checkpoint import load_checkpoint
 from minildm.clip.model import CLIP
 from minildm.config import Config, derive
-from minildm.ldm import LatentDiffusion, load_ldm
+from minildm.ldm import LatentDiffusion
 from minildm.text.tokenizer import CLIPTokenizer
-from minildm.train.ema import EMA
 from minildm.train.stages import StageTimer, cache_latents, load_shapes
 from minildm.train.trainer import TensorBatches, train_ldm
 
@@ -52,17 +49,6 @@ def frozen_clip_text_ldm(
     ldm.text_encoder.load_state_dict(weights)
     ldm.text_encoder.requires_grad_(False)  # frozen: the optimizer sees only the U-Net
     return ldm
-
-
-def load_frozen_text_ldm(path: str | os.PathLike) -> LatentDiffusion:
-    """Load an LDM written by `train_frozen_text_ldm`, with its EMA weights. (`load_ldm` builds the EMA
-    over every parameter of a fresh LDM; this one's EMA holds only the U-Net's, the text tower being frozen.)"""
-    ldm = load_ldm(path, use_ema=False)
-    ldm.text_encoder.requires_grad_(False)
-    ema = EMA(ldm)  # over the trainable parameters: the U-Net's
-    ema.load_state_dict(load_checkpoint(path, required_keys=("ema",))["ema"])
-    ema.copy_to(ldm)
-    return ldm.eval()
 
 
 def train_frozen_text_ldm(
