@@ -36,7 +36,7 @@ from torch import nn
 from minildm.autoencoder import AutoencoderConfig, FirstStage, build_autoencoder
 from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
-from minildm.diffusion.flow import TIME_SCALE, flow_interpolate, flow_matching_loss, logit_normal_times
+from minildm.diffusion.flow import FLOW_TIMES, TIME_SCALE, flow_interpolate, flow_matching_loss, flow_training_times
 from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
@@ -55,6 +55,7 @@ class LDMConfig:
     objective: str = (
         "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
     )
+    flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3) or "uniform" (Lipman et al.)
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -65,6 +66,8 @@ class LDMConfig:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
         if self.objective not in ("diffusion", "flow"):
             raise ValueError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
+        if self.flow_times not in FLOW_TIMES:
+            raise ValueError(f"flow_times must be one of {FLOW_TIMES}, got {self.flow_times!r}")
         if self.prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
         if self.conditioning == "text":
@@ -245,8 +248,8 @@ class LatentDiffusion(nn.Module):
         B = z0.shape[0]
         device = z0.device
         if self.config.objective == "flow":
-            # t ~ logit-normal on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
-            t_flow = logit_normal_times(B, generator, device=device)
+            # t ~ logit-normal or uniform on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
+            t_flow = flow_training_times(self.config.flow_times, B, generator, device=device)
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE
         else:

@@ -13,12 +13,14 @@ from minildm.diffusion.flow import (
     flow_interpolate,
     flow_matching_loss,
     flow_time_of_sigma,
+    flow_training_times,
     flow_velocity_target,
     logit_normal_times,
     shift_times,
     velocity_from_model_output,
 )
 from minildm.diffusion.sigmas import schedule_sigmas
+from minildm.ldm import LDMConfig
 
 SD = NoiseSchedule(ScheduleConfig(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
 
@@ -89,3 +91,17 @@ def test_logit_normal_times_and_the_shift():
     assert shift_times(torch.tensor([0.0, 1.0]), 3.0).tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="shift must be positive"):
         shift_times(torch.tensor(0.5), 0.0)
+
+
+def test_uniform_training_times_reach_the_noise_end_that_logit_normal_rarely_trains():
+    generator = torch.Generator().manual_seed(0)
+    uniform = flow_training_times("uniform", 20000, generator)
+    logit_normal = flow_training_times("logit_normal", 20000, generator)
+    assert 0 <= uniform.min() and uniform.max() < 1 and abs(uniform.mean().item() - 0.5) < 0.01
+    # P(t > 0.9): 0.1 under U(0, 1); under sigmoid(N(0, 1)) it is P(n > log 9) = 1 - Phi(2.197) = 0.014
+    assert abs((uniform > 0.9).float().mean().item() - 0.1) < 0.01
+    assert abs((logit_normal > 0.9).float().mean().item() - 0.014) < 0.004
+    with pytest.raises(ValueError, match="flow training times must be one of"):
+        flow_training_times("cosine", 4)
+    with pytest.raises(ValueError, match="flow_times must be one of"):
+        LDMConfig(flow_times="beta")
