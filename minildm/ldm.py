@@ -55,7 +55,7 @@ class LDMConfig:
     objective: str = (
         "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
     )
-    flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3) or "uniform" (Lipman et al.)
+    flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3), "uniform" (Lipman et al.), "mixed"
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions

@@ -101,6 +101,9 @@ def test_uniform_training_times_reach_the_noise_end_that_logit_normal_rarely_tra
     # P(t > 0.9): 0.1 under U(0, 1); under sigmoid(N(0, 1)) it is P(n > log 9) = 1 - Phi(2.197) = 0.014
     assert abs((uniform > 0.9).float().mean().item() - 0.1) < 0.01
     assert abs((logit_normal > 0.9).float().mean().item() - 0.014) < 0.004
+    # mixed: half of each, so P(t > 0.9) = (0.1 + 0.014) / 2
+    mixed = flow_training_times("mixed", 20000, generator)
+    assert 0 < mixed.min() and mixed.max() < 1 and abs((mixed > 0.9).float().mean().item() - 0.057) < 0.006
     with pytest.raises(ValueError, match="flow training times must be one of"):
         flow_training_times("cosine", 4)
     with pytest.raises(ValueError, match="flow_times must be one of"):
