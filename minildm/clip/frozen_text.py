@@ -22,8 +22,7 @@ from minildm.clip.model import CLIP
 from minildm.config import Config, derive
 from minildm.ldm import LatentDiffusion
 from minildm.text.tokenizer import CLIPTokenizer
-from minildm.train.stages import StageTimer, cache_latents, load_shapes
-from minildm.train.trainer import TensorBatches, train_ldm
+from minildm.train.stages import StageTimer, train_text_ldm
 
 
 def frozen_clip_text_ldm(
@@ -57,16 +56,7 @@ def train_frozen_text_ldm(
 ) -> tuple[LatentDiffusion, dict[str, list[float]]]:  # fmt: skip
     """The demo's stages 1 and 3-5 (minildm/train/stages.py `train_text_ldm`) with the frozen CLIP text
     tower as tau_theta: data, model, cached latents, LDM training; writes out_dir/ldm.pt."""
-    timer = timer if timer is not None else StageTimer()
-    with timer("data"):
-        data = load_shapes(config, "train", config.data.num_train, config.seed)
-        ldm = frozen_clip_text_ldm(config, autoencoder, clip, tokenizer)
-    with timer("latents"):
-        latents = cache_latents(ldm, data.images, device, progress=config.progress)
-        tokens = ldm.tokenize(data.captions)
-    with timer("LDM training"):
-        history = train_ldm(
-            ldm, TensorBatches(latents, tokens=tokens), config.train,
-            device=device, out_dir=out_dir, seed=config.seed, progress=config.progress, overwrite=overwrite,
-        )  # fmt: skip
-    return ldm, history
+    return train_text_ldm(
+        config, autoencoder, device, out_dir, timer, overwrite,
+        build=lambda captions: frozen_clip_text_ldm(config, autoencoder, clip, tokenizer),
+    )  # fmt: skip

@@ -13,6 +13,7 @@ and the commands train-autoencoder and train-ldm run stages 1-2 and 1, 3-5.
 
 import dataclasses
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,13 +97,15 @@ def cache_latents(
 def train_text_ldm(
     config: Config, autoencoder: FirstStage, device: str, out_dir: Path | None = None,
     timer: StageTimer | None = None, overwrite: bool = False,
+    build: Callable[[list[str]], LatentDiffusion] | None = None,
 ) -> tuple[LatentDiffusion, dict[str, list[float]]]:  # fmt: skip
     """Stages 1 and 3-5: data, tokenizer and model, cached latents, then LDM training; writes
-    out_dir/ldm.pt. Returns the LDM (holding its EMA weights) and the loss history."""
+    out_dir/ldm.pt. Returns the LDM (holding its EMA weights) and the loss history. `build` makes
+    the model from the training captions (default `build_text_ldm`: a tokenizer learnt from them)."""
     timer = timer if timer is not None else StageTimer()
     with timer("data"):
         data = load_shapes(config, "train", config.data.num_train, config.seed)
-        ldm = build_text_ldm(config, autoencoder, data.captions)
+        ldm = build(data.captions) if build is not None else build_text_ldm(config, autoencoder, data.captions)
     with timer("latents"):
         latents = cache_latents(ldm, data.images, device, progress=config.progress)
         tokens = ldm.tokenize(data.captions)
