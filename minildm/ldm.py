@@ -56,6 +56,7 @@ class LDMConfig:
         "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
     )
     flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3), "uniform" (Lipman et al.), "mixed"
+    flow_time_mean: float = 0.0  # SD3's m: t = sigmoid(n), n ~ N(m, 1); m > 0 trains nearer the noise end
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -68,6 +69,8 @@ class LDMConfig:
             raise ValueError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
         if self.flow_times not in FLOW_TIMES:
             raise ValueError(f"flow_times must be one of {FLOW_TIMES}, got {self.flow_times!r}")
+        if not -5.0 <= self.flow_time_mean <= 5.0:
+            raise ValueError(f"flow_time_mean must be in [-5, 5] (the logit of t), got {self.flow_time_mean}")
         if self.prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
         if self.conditioning == "text":
@@ -249,7 +252,9 @@ class LatentDiffusion(nn.Module):
         device = z0.device
         if self.config.objective == "flow":
             # t ~ logit-normal or uniform on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
-            t_flow = flow_training_times(self.config.flow_times, B, generator, device=device)
+            t_flow = flow_training_times(
+                self.config.flow_times, B, generator, device=device, mean=self.config.flow_time_mean
+            )
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE
         else:

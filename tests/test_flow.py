@@ -108,3 +108,17 @@ def test_uniform_training_times_reach_the_noise_end_that_logit_normal_rarely_tra
         flow_training_times("cosine", 4)
     with pytest.raises(ValueError, match="flow_times must be one of"):
         LDMConfig(flow_times="beta")
+
+
+def test_logit_normal_location_moves_training_towards_the_noise_end():
+    # SD3's m: n ~ N(1, 1) gives P(t > 0.9) = P(n > log 9) = 1 - Phi(1.197) = 0.116, more than
+    # uniform's 0.1, and P(t < 0.1) = Phi(-3.197) = 0.0007
+    shifted = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0), mean=1.0)
+    assert abs((shifted > 0.9).float().mean().item() - 0.116) < 0.008
+    assert (shifted < 0.1).float().mean().item() < 0.002
+    # the same normal draws, moved by m before the sigmoid
+    centred = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0))
+    moved = torch.sigmoid(torch.logit(centred.double()) + 1.0).float()
+    torch.testing.assert_close(shifted, moved, rtol=0, atol=1e-6)  # float32 rounding of sigmoid
+    with pytest.raises(ValueError, match="flow_time_mean must be in"):
+        LDMConfig(flow_time_mean=9.0)

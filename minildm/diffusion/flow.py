@@ -58,19 +58,24 @@ FLOW_TIMES = ("logit_normal", "uniform", "mixed")
 
 
 def flow_training_times(
-    kind: str, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    kind: str,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    mean: float = 0.0,
 ) -> torch.Tensor:
-    """Training times t (B,) in (0, 1): "logit_normal" (SD3's, most weight mid-path), "uniform"
-    (Lipman et al. and Liu et al.'s t ~ U(0, 1), which trains the high-noise end, where the layout
-    of an image is decided, as often as the rest), or "mixed": each t from one or the other with
-    probability 1/2 (mid-path, where shape is decided, and the noise end both trained)."""
+    """Training times t (B,) in (0, 1): "logit_normal" (SD3's, most weight mid-path; `mean` is its
+    location m: m > 0 moves training towards the noise end), "uniform" (Lipman et al. and Liu et
+    al.'s t ~ U(0, 1), which trains the high-noise end, where the layout of an image is decided, as
+    often as the rest), or "mixed": each t from one or the other with probability 1/2 (mid-path,
+    where shape is decided, and the noise end both trained)."""
     noise_device = generator.device if generator is not None else device
     if kind == "logit_normal":
-        return logit_normal_times(batch_size, generator, device=device)
+        return logit_normal_times(batch_size, generator, mean=mean, device=device)
     if kind == "uniform":
         return torch.rand(batch_size, generator=generator, device=noise_device).to(device)
     if kind == "mixed":
-        logit_normal = logit_normal_times(batch_size, generator, device=device)
+        logit_normal = logit_normal_times(batch_size, generator, mean=mean, device=device)
         uniform = torch.rand(batch_size, generator=generator, device=noise_device).to(device)
         pick_uniform = torch.rand(batch_size, generator=generator, device=noise_device).to(device) < 0.5
         return torch.where(pick_uniform, uniform, logit_normal)
