@@ -57,6 +57,7 @@ class LDMConfig:
     )
     flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3), "uniform" (Lipman et al.), "mixed"
     flow_time_mean: float = 0.0  # SD3's m: t = sigmoid(n), n ~ N(m, 1); m > 0 trains nearer the noise end
+    flow_terminal: float = 0.0  # the share of training at exactly t = 1 (pure noise), where sampling starts
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -71,6 +72,8 @@ class LDMConfig:
             raise ValueError(f"flow_times must be one of {FLOW_TIMES}, got {self.flow_times!r}")
         if not -5.0 <= self.flow_time_mean <= 5.0:
             raise ValueError(f"flow_time_mean must be in [-5, 5] (the logit of t), got {self.flow_time_mean}")
+        if not 0.0 <= self.flow_terminal < 1.0:
+            raise ValueError(f"flow_terminal must be a share in [0, 1), got {self.flow_terminal}")
         if self.prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
         if self.conditioning == "text":
@@ -253,8 +256,9 @@ class LatentDiffusion(nn.Module):
         if self.config.objective == "flow":
             # t ~ logit-normal or uniform on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
             t_flow = flow_training_times(
-                self.config.flow_times, B, generator, device=device, mean=self.config.flow_time_mean
-            )
+                self.config.flow_times, B, generator, device=device,
+                mean=self.config.flow_time_mean, terminal=self.config.flow_terminal,
+            )  # fmt: skip
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE
         else:

@@ -122,3 +122,20 @@ def test_logit_normal_location_moves_training_towards_the_noise_end():
     torch.testing.assert_close(shifted, moved, rtol=0, atol=1e-6)  # float32 rounding of sigmoid
     with pytest.raises(ValueError, match="flow_time_mean must be in"):
         LDMConfig(flow_time_mean=9.0)
+
+
+def test_terminal_share_trains_exactly_the_time_sampling_starts_from():
+    generator = torch.Generator().manual_seed(0)
+    plain = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0))
+    times = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0), terminal=0.1)
+    at_end = times == 1.0
+    assert abs(at_end.float().mean().item() - 0.1) < 0.006 and (plain < 1).all()
+    # the other times are the plain draws, untouched (the same generator, drawn first)
+    torch.testing.assert_close(times[~at_end], plain[~at_end], rtol=0, atol=0)
+    # at t = 1 the path point is the noise itself and the velocity target eps - x0
+    x0, eps = torch.randn(2, 4, generator=generator), torch.randn(2, 4, generator=generator)
+    torch.testing.assert_close(flow_interpolate(x0, eps, torch.ones(2)), eps, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="terminal must be a share"):
+        flow_training_times("uniform", 4, terminal=1.0)
+    with pytest.raises(ValueError, match="flow_terminal must be a share"):
+        LDMConfig(flow_terminal=-0.1)

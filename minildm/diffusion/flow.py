@@ -63,12 +63,31 @@ def flow_training_times(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     mean: float = 0.0,
+    terminal: float = 0.0,
 ) -> torch.Tensor:
     """Training times t (B,) in (0, 1): "logit_normal" (SD3's, most weight mid-path; `mean` is its
     location m: m > 0 moves training towards the noise end), "uniform" (Lipman et al. and Liu et
     al.'s t ~ U(0, 1), which trains the high-noise end, where the layout of an image is decided, as
     often as the rest), or "mixed": each t from one or the other with probability 1/2 (mid-path,
-    where shape is decided, and the noise end both trained)."""
+    where shape is decided, and the noise end both trained).
+
+    `terminal` is the share of times set to exactly t = 1, where x_1 = eps carries no signal and
+    sampling starts: the flow's zero terminal SNR (Lin et al. 2024). None of the three distributions
+    puts mass there, and the first sampling step, v_theta(eps, 1) = eps - E[x0 | c], is where the
+    layout is decided (`bench/flow_handoff.py`)."""
+    if not 0.0 <= terminal < 1.0:
+        raise ValueError(f"terminal must be a share in [0, 1), got {terminal}")
+    times = _training_times(kind, batch_size, generator, device, mean)
+    if terminal:
+        noise_device = generator.device if generator is not None else device
+        at_end = torch.rand(batch_size, generator=generator, device=noise_device).to(device) < terminal
+        times = torch.where(at_end, torch.ones_like(times), times)
+    return times
+
+
+def _training_times(
+    kind: str, batch_size: int, generator: torch.Generator | None, device: torch.device | str, mean: float
+) -> torch.Tensor:
     noise_device = generator.device if generator is not None else device
     if kind == "logit_normal":
         return logit_normal_times(batch_size, generator, mean=mean, device=device)
