@@ -57,7 +57,8 @@ class LDMConfig:
     )
     flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3), "uniform" (Lipman et al.), "mixed"
     flow_time_mean: float = 0.0  # SD3's m: t = sigmoid(n), n ~ N(m, 1); m > 0 trains nearer the noise end
-    flow_terminal: float = 0.0  # the share of training at exactly t = 1 (pure noise), where sampling starts
+    flow_noise_end: float = 0.0  # the share of training times redrawn from U(flow_noise_end_from, 1)
+    flow_noise_end_from: float = 0.9  # that band's start (1: exactly t = 1, pure noise, where sampling starts)
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (Hang et al. 2023); None = plain MSE
     pooled_text: bool = False  # text: the caption's end-token state joins the time embedding (SDXL)
     tokenizer_merges: int = 200  # text: BPE merges learned from the training captions
@@ -72,8 +73,11 @@ class LDMConfig:
             raise ValueError(f"flow_times must be one of {FLOW_TIMES}, got {self.flow_times!r}")
         if not -5.0 <= self.flow_time_mean <= 5.0:
             raise ValueError(f"flow_time_mean must be in [-5, 5] (the logit of t), got {self.flow_time_mean}")
-        if not 0.0 <= self.flow_terminal < 1.0:
-            raise ValueError(f"flow_terminal must be a share in [0, 1), got {self.flow_terminal}")
+        if not 0.0 <= self.flow_noise_end < 1.0 or not 0.0 <= self.flow_noise_end_from <= 1.0:
+            raise ValueError(
+                f"flow_noise_end must be a share in [0, 1) and flow_noise_end_from in [0, 1], "
+                f"got {self.flow_noise_end} and {self.flow_noise_end_from}"
+            )
         if self.prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"prediction_type must be 'eps', 'x0' or 'v', got {self.prediction_type!r}")
         if self.conditioning == "text":
@@ -257,7 +261,8 @@ class LatentDiffusion(nn.Module):
             # t ~ logit-normal or uniform on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
             t_flow = flow_training_times(
                 self.config.flow_times, B, generator, device=device,
-                mean=self.config.flow_time_mean, terminal=self.config.flow_terminal,
+                mean=self.config.flow_time_mean, noise_end=self.config.flow_noise_end,
+                noise_end_from=self.config.flow_noise_end_from,
             )  # fmt: skip
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE

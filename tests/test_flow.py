@@ -124,18 +124,26 @@ def test_logit_normal_location_moves_training_towards_the_noise_end():
         LDMConfig(flow_time_mean=9.0)
 
 
-def test_terminal_share_trains_exactly_the_time_sampling_starts_from():
+def test_noise_end_share_trains_the_band_sampling_starts_from():
     generator = torch.Generator().manual_seed(0)
     plain = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0))
-    times = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0), terminal=0.1)
+    # noise_end_from = 1: exactly t = 1, the one time the sampler's first step reads
+    times = flow_training_times(
+        "logit_normal", 20000, torch.Generator().manual_seed(0), noise_end=0.1, noise_end_from=1.0
+    )
     at_end = times == 1.0
     assert abs(at_end.float().mean().item() - 0.1) < 0.006 and (plain < 1).all()
     # the other times are the plain draws, untouched (the same generator, drawn first)
     torch.testing.assert_close(times[~at_end], plain[~at_end], rtol=0, atol=0)
+    # a band [0.9, 1): 0.1 of the draws uniform there, on top of logit-normal's own 1.4% above 0.9
+    times = flow_training_times("logit_normal", 20000, torch.Generator().manual_seed(0), noise_end=0.1)
+    moved = times != plain
+    assert abs(moved.float().mean().item() - 0.1) < 0.006
+    assert 0.9 <= times[moved].min() and times[moved].max() < 1 and abs(times[moved].mean().item() - 0.95) < 0.003
     # at t = 1 the path point is the noise itself and the velocity target eps - x0
     x0, eps = torch.randn(2, 4, generator=generator), torch.randn(2, 4, generator=generator)
     torch.testing.assert_close(flow_interpolate(x0, eps, torch.ones(2)), eps, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="terminal must be a share"):
-        flow_training_times("uniform", 4, terminal=1.0)
-    with pytest.raises(ValueError, match="flow_terminal must be a share"):
-        LDMConfig(flow_terminal=-0.1)
+    with pytest.raises(ValueError, match="noise_end must be a share"):
+        flow_training_times("uniform", 4, noise_end=1.0)
+    with pytest.raises(ValueError, match="flow_noise_end must be a share"):
+        LDMConfig(flow_noise_end=0.1, flow_noise_end_from=1.5)

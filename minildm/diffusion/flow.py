@@ -63,25 +63,28 @@ def flow_training_times(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     mean: float = 0.0,
-    terminal: float = 0.0,
+    noise_end: float = 0.0,
+    noise_end_from: float = 0.9,
 ) -> torch.Tensor:
     """Training times t (B,) in (0, 1): "logit_normal" (SD3's, most weight mid-path; `mean` is its
     location m: m > 0 moves training towards the noise end), "uniform" (Lipman et al. and Liu et
-    al.'s t ~ U(0, 1), which trains the high-noise end, where the layout of an image is decided, as
-    often as the rest), or "mixed": each t from one or the other with probability 1/2 (mid-path,
-    where shape is decided, and the noise end both trained).
+    al.'s t ~ U(0, 1)), or "mixed": each t from one or the other with probability 1/2.
 
-    `terminal` is the share of times set to exactly t = 1, where x_1 = eps carries no signal and
-    sampling starts: the flow's zero terminal SNR (Lin et al. 2024). None of the three distributions
-    puts mass there, and the first sampling step, v_theta(eps, 1) = eps - E[x0 | c], is where the
-    layout is decided (`bench/flow_handoff.py`)."""
-    if not 0.0 <= terminal < 1.0:
-        raise ValueError(f"terminal must be a share in [0, 1), got {terminal}")
+    `noise_end` is a share of the times redrawn from U(noise_end_from, 1), the end of the path
+    where sampling starts (noise_end_from = 1: exactly t = 1, x_1 = eps, the flow's zero terminal
+    SNR). The first sampling step, v_theta(eps, 1), decides the layout of the image
+    (`bench/flow_handoff.py`), and SD3's logit-normal t almost never trains near it."""
+    if not 0.0 <= noise_end < 1.0 or not 0.0 <= noise_end_from <= 1.0:
+        raise ValueError(
+            f"noise_end must be a share in [0, 1) and noise_end_from in [0, 1], got {noise_end}, {noise_end_from}"
+        )
     times = _training_times(kind, batch_size, generator, device, mean)
-    if terminal:
+    if noise_end:
         noise_device = generator.device if generator is not None else device
-        at_end = torch.rand(batch_size, generator=generator, device=noise_device).to(device) < terminal
-        times = torch.where(at_end, torch.ones_like(times), times)
+        r = torch.rand(batch_size, generator=generator, device=noise_device).to(device)
+        # r < noise_end picks the noise end; given that, r / noise_end ~ U(0, 1) places t in the band
+        band = noise_end_from + (1 - noise_end_from) * (r / noise_end)
+        times = torch.where(r < noise_end, band.to(times.dtype), times)
     return times
 
 
