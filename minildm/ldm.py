@@ -36,7 +36,14 @@ from torch import nn
 from minildm.autoencoder import AutoencoderConfig, FirstStage, build_autoencoder
 from minildm.checkpoint import CheckpointError, error_summary, load_checkpoint
 from minildm.diffusion import NoiseSchedule, ScheduleConfig, diffusion_loss
-from minildm.diffusion.flow import FLOW_TIMES, TIME_SCALE, flow_interpolate, flow_matching_loss, flow_training_times
+from minildm.diffusion.flow import (
+    FLOW_TIMES,
+    TIME_SCALE,
+    flow_interpolate,
+    flow_matching_loss,
+    flow_training_times,
+    timesteps_of_flow_times,
+)
 from minildm.flags import tree_from_dict
 from minildm.nn import UNet, UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoder, TextEncoderConfig
@@ -56,6 +63,9 @@ class LDMConfig:
         "diffusion"  # "diffusion" (DDPM's noising) or "flow" (rectified flow: the U-Net predicts a velocity)
     )
     flow_times: str = "logit_normal"  # objective "flow": t ~ "logit_normal" (SD3), "uniform" (Lipman et al.), "mixed"
+    # objective "diffusion": "uniform" (t ~ U{0, ..., T-1}) or "flow_times" (t drawn in flow time as the
+    # flow_* settings say, then the nearest timestep: training moved to where the flow model learns shape)
+    timesteps: str = "uniform"
     flow_time_mean: float = 0.0  # SD3's m: t = sigmoid(n), n ~ N(m, 1); m > 0 trains nearer the noise end
     flow_noise_end: float = 0.0  # the share of training times redrawn from U(flow_noise_end_from, 1)
     flow_noise_end_from: float = 0.9  # that band's start (1: exactly t = 1, pure noise, where sampling starts)
@@ -71,6 +81,8 @@ class LDMConfig:
             raise ValueError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
         if self.flow_times not in FLOW_TIMES:
             raise ValueError(f"flow_times must be one of {FLOW_TIMES}, got {self.flow_times!r}")
+        if self.timesteps not in ("uniform", "flow_times"):
+            raise ValueError(f"timesteps must be 'uniform' or 'flow_times', got {self.timesteps!r}")
         if not -5.0 <= self.flow_time_mean <= 5.0:
             raise ValueError(f"flow_time_mean must be in [-5, 5] (the logit of t), got {self.flow_time_mean}")
         if not 0.0 <= self.flow_noise_end < 1.0 or not 0.0 <= self.flow_noise_end_from <= 1.0:
@@ -247,6 +259,14 @@ class LatentDiffusion(nn.Module):
             z_t, t, context=cond.context, class_labels=cond.class_labels, x_concat=x_concat, pooled=cond.pooled
         )
 
+    def flow_times(self, batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor:
+        """Training times (B,) in flow time, as the flow_* settings say (diffusion/flow.py)."""
+        config = self.config
+        return flow_training_times(
+            config.flow_times, batch_size, generator, device=device, mean=config.flow_time_mean,
+            noise_end=config.flow_noise_end, noise_end_from=config.flow_noise_end_from,
+        )  # fmt: skip
+
     def training_loss(
         self, batch: LDMBatch, cond_drop_prob: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -259,16 +279,15 @@ class LatentDiffusion(nn.Module):
         device = z0.device
         if self.config.objective == "flow":
             # t ~ logit-normal or uniform on (0, 1), eps ~ N(0, I); z_t = (1 - t) z0 + t eps (diffusion/flow.py)
-            t_flow = flow_training_times(
-                self.config.flow_times, B, generator, device=device,
-                mean=self.config.flow_time_mean, noise_end=self.config.flow_noise_end,
-                noise_end_from=self.config.flow_noise_end_from,
-            )  # fmt: skip
+            t_flow = self.flow_times(B, generator, device)
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             z_t, t = flow_interpolate(z0, noise, t_flow), t_flow * TIME_SCALE
         else:
-            # t ~ U{0, ..., T-1}, eps ~ N(0, I)
-            t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator, device=device)
+            if self.config.timesteps == "flow_times":  # t drawn in flow time, rounded to the nearest timestep
+                t = timesteps_of_flow_times(self.flow_times(B, generator, device), self.schedule.alphas_cumprod)
+            else:  # t ~ U{0, ..., T-1}
+                t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator, device=device)
+            # eps ~ N(0, I)
             noise = torch.randn(z0.shape, generator=generator, device=device, dtype=z0.dtype)
             # z_t = sqrt(alpha_bar_t) z0 + sqrt(1 - alpha_bar_t) eps
             z_t = self.schedule.q_sample(z0, t, noise)

@@ -8,6 +8,7 @@ import torch
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
 from minildm.checkpoint import CheckpointError, save_checkpoint
 from minildm.diffusion import ScheduleConfig
+from minildm.diffusion.flow import timesteps_of_flow_times
 from minildm.ldm import Condition, LatentDiffusion, LDMBatch, LDMConfig, load_ldm
 from minildm.nn import UNetConfig
 from minildm.text import CLIPTokenizer, TextEncoderConfig, train_bpe
@@ -220,3 +221,26 @@ def test_an_ldm_trains_and_samples_on_a_vq_first_stage(tmp_path):
         loaded, make_sampler(loaded, "ddim", 2), CAPTIONS[:2], generator=torch.Generator().manual_seed(0)
     )
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
+def test_diffusion_ldm_trains_on_timesteps_drawn_in_flow_time(monkeypatch):
+    base = tiny_ldm(prediction_type="v")
+    config = dataclasses.replace(
+        base.config, schedule=ScheduleConfig(num_timesteps=100, zero_terminal_snr=True),
+        timesteps="flow_times", flow_noise_end=0.1, flow_noise_end_from=1.0,
+    )  # fmt: skip
+    ldm = LatentDiffusion(config, base.autoencoder, base.tokenizer)
+    seen, predict = [], ldm.predict
+    monkeypatch.setattr(
+        ldm, "predict", lambda z_t, t, *args, **kwargs: seen.append(t) or predict(z_t, t, *args, **kwargs)
+    )
+    loss = ldm.training_loss(tiny_batch(ldm, 512), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and seen[0].dtype == torch.long
+    # the flow times the same generator draws first, each rounded to its nearest timestep
+    flow_times = ldm.flow_times(512, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(seen[0], timesteps_of_flow_times(flow_times, ldm.schedule.alphas_cumprod))
+    # the t = 1 share (about 10%) lands on the zero-SNR last step
+    at_end = flow_times == 1.0
+    assert 0.05 < at_end.double().mean().item() < 0.15 and (seen[0][at_end] == 99).all()
+    with pytest.raises(ValueError, match="timesteps must be"):
+        LDMConfig(timesteps="cosine")

@@ -132,6 +132,20 @@ def flow_time_of_sigma(sigma: float) -> float:
     return 1.0 if sigma == float("inf") else sigma / (1 + sigma)
 
 
+def timesteps_of_flow_times(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The discrete timesteps (B,) whose flow times are nearest to t (B,) in [0, 1]: a diffusion
+    model trained on times drawn in flow time. Timestep k sits at flow time sigma_k / (1 + sigma_k)
+    = sqrt(1 - alpha_bar_k) / (sqrt(alpha_bar_k) + sqrt(1 - alpha_bar_k)), increasing in k, and 1
+    at a zero-terminal-SNR schedule's last step."""
+    root_ab, root_1m = alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
+    times = (root_1m / (root_ab + root_1m)).to(t.device)  # (T,) increasing
+    above = torch.searchsorted(times, t.to(times.dtype)).clamp(
+        1, len(times) - 1
+    )  # times[above - 1] < t <= times[above]
+    nearer_below = (t - times[above - 1]) < (times[above] - t)
+    return torch.where(nearer_below, above - 1, above)
+
+
 def velocity_from_model_output(
     prediction_type: str, model_output: torch.Tensor, x_vp: torch.Tensor, alpha_bar: float
 ) -> torch.Tensor:
