@@ -119,6 +119,15 @@ def demo_file(course: Course, name: str) -> Path | None:
     return path if course.tier == "laptop" and path.is_file() else None
 
 
+def ldm_file(course: Course) -> Path | None:
+    """The tier's trained text-to-image LDM: runs/demo/ldm.pt (laptop tier, after `make demo`),
+    else the course cache's ldm.pt (written by notebook 06), else None."""
+    found = demo_file(course, "ldm.pt")
+    if found is None and course.cache is not None and (course.cache / "ldm.pt").is_file():
+        found = course.cache / "ldm.pt"
+    return found
+
+
 def first_stage(course: Course) -> FirstStage:
     """The tier's autoencoder: from `make demo`, else from the course cache, else trained now
     (and cached). Notebook 04 calls it first; 06 and 07 find it there."""
@@ -141,9 +150,7 @@ def first_stage(course: Course) -> FirstStage:
 def text_ldm(course: Course, autoencoder: FirstStage) -> tuple[LatentDiffusion, dict[str, list[float]]]:
     """The tier's text-to-image LDM (EMA weights) and its loss history: from `make demo`, else from
     the course cache, else trained now on `autoencoder` (and cached)."""
-    found = demo_file(course, "ldm.pt")
-    if found is None and course.cache is not None and (course.cache / "ldm.pt").is_file():
-        found = course.cache / "ldm.pt"
+    found = ldm_file(course)
     if found is not None:
         ldm = load_ldm(found, device=course.device)
         if ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == autoencoder.config:
