@@ -40,7 +40,8 @@ OTHER_WORDS = {
     "device": ["cpu"], "sampler": ["ddpm"], "kind": ["vq"], "lr_schedule": ["cosine", "constant"],
     "pixel_loss": ["l1", "mse"], "gan_loss": ["non_saturating"], "lpips_net": ["vgg"],
     "beta_schedule": ["scaled_linear", "linear"],
-    "prediction_type": ["x0"], "activation": ["gelu"], "objective": ["flow"], "flow_times": ["uniform"], "timesteps": ["flow_times"],
+    "prediction_type": ["x0"], "activation": ["gelu"], "objective": ["flow"], "flow_times": ["uniform"],
+    "timesteps": ["flow_times"],
 }  # fmt: skip
 COMPANIONS = {"sample.karras": ["--sample.sampler=euler"]}  # a setting that needs another to be valid
 
