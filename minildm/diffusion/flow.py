@@ -139,9 +139,8 @@ def timesteps_of_flow_times(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> to
     at a zero-terminal-SNR schedule's last step."""
     root_ab, root_1m = alphas_cumprod.sqrt(), (1 - alphas_cumprod).sqrt()
     times = (root_1m / (root_ab + root_1m)).to(t.device)  # (T,) increasing
-    above = torch.searchsorted(times, t.to(times.dtype)).clamp(
-        1, len(times) - 1
-    )  # times[above - 1] < t <= times[above]
+    # the first index whose time is >= t, so that times[above - 1] < t <= times[above]
+    above = torch.searchsorted(times, t.to(times.dtype)).clamp(1, len(times) - 1)
     nearer_below = (t - times[above - 1]) < (times[above] - t)
     return torch.where(nearer_below, above - 1, above)
 
