@@ -33,10 +33,11 @@ notebooks: $(VENV)/.installed-dev
 			--execute --inplace --ExecutePreprocessor.timeout=1800 $$notebook || exit 1; done
 
 # every benchmark that runs on a CPU, after `make demo` (most read runs/demo/ldm.pt); the demo on three
-# seeds, the frozen-text-encoder LDM (a whole training) and the GPU check are run by hand
+# seeds, the frozen-text-encoder LDM (a whole training), the flow handoff (two flow models) and the GPU
+# check are run by hand
 bench: $(VENV)/.installed-dev
 	for script in bench/[!_]*.py; do \
-		case $$script in *gpu_check.py|*demo_seeds.py|*frozen_text_encoder.py) continue;; esac; \
+		case $$script in *gpu_check.py|*demo_seeds.py|*frozen_text_encoder.py|*flow_handoff.py) continue;; esac; \
 		echo "== $$script"; $(PY) $$script || exit 1; done
 
 # for whoever has one GPU: the demo's gpu preset, every notebook in the gpu tier, the U-Net and
