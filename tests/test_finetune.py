@@ -86,3 +86,28 @@ def test_a_time_budget_stops_the_run_and_bad_settings_are_refused():
         FinetuneConfig(method="dreambooth")
     with pytest.raises(ValueError, match="N captions"):
         finetune(tiny_ldm(), images, captions[:2], FinetuneConfig(steps=1))
+
+
+def test_lora_run_does_not_depend_on_what_drew_random_numbers_before_it():
+    images, captions = images_and_captions()
+    base = tiny_ldm()
+    results = []
+    for earlier_draws in (0, 1000):
+        torch.manual_seed(123)
+        torch.rand(earlier_draws)  # e.g. a judge trained first on one run and loaded from a cache on another
+        ldm = copy.deepcopy(base)
+        finetune(ldm, images, captions, FinetuneConfig(steps=3, batch_size=6, seed=7))
+        results.append({name: p.detach().clone() for name, p in ldm.named_parameters() if p.requires_grad})
+        state = torch.random.get_rng_state()
+    assert results[0].keys() == results[1].keys() and results[0]
+    for name in results[0]:
+        assert torch.equal(results[0][name], results[1][name]), name
+    # the global generator goes on as if LoRA had drawn nothing from it
+    torch.manual_seed(123)
+    torch.rand(1000)
+    assert torch.equal(state, torch.random.get_rng_state())
+    # another seed draws another adapter
+    other = copy.deepcopy(base)
+    finetune(other, images, captions, FinetuneConfig(steps=3, batch_size=6, seed=8))
+    trained = {name: p for name, p in other.named_parameters() if p.requires_grad}
+    assert any(not torch.equal(trained[name], results[0][name]) for name in results[0])

@@ -63,7 +63,11 @@ def prepare(ldm: LatentDiffusion, config: FinetuneConfig) -> list[torch.nn.Param
     if config.method == "lora":
         if lora_layers(ldm.unet):
             raise ValueError("this U-Net already has LoRA layers: fine-tune a fresh copy of the model")
-        add_lora(ldm.unet, config.rank, config.alpha)
+        # LoRA's A matrices are drawn from torch's global generator: seed it here, so a run does not
+        # depend on what drew random numbers before it (another model built, a judge trained)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            add_lora(ldm.unet, config.rank, config.alpha)
     else:
         ldm.unet.requires_grad_(True)
     return [parameter for parameter in ldm.parameters() if parameter.requires_grad]
