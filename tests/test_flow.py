@@ -161,5 +161,7 @@ def test_timesteps_of_flow_times_round_to_the_nearest_timestep_in_flow_time():
     t = torch.rand(5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     brute = (t[:, None] - own[None, :]).abs().argmin(dim=1)
     assert torch.equal(timesteps_of_flow_times(t, schedule.alphas_cumprod), brute)
-    # the uniform discrete timesteps of this schedule train t > 0.9 a third of the time, logit-normal 1.4%
+    # the uniform discrete timesteps of this schedule train t > 0.9 a third of the time (logit-normal:
+    # 1.4%) and t < 0.4 a fifth of it (logit-normal: Phi(logit 0.4) = 34%), as docs/EXPERIMENTS.md says
     assert abs((own > 0.9).double().mean().item() - 0.349) < 0.002
+    assert abs((own < 0.4).double().mean().item() - 0.186) < 0.002
