@@ -71,10 +71,14 @@ class DataConfig:
     size: int = 32  # image side in pixels
     num_train: int = 10000  # training images
     max_objects: int = 1  # the judge reads the main object; 1 keeps captions and images aligned
+    # share of training captions that leave out the colour or the shape (half each): each word also seen alone
+    partial_captions: float = 0.0
 
     def __post_init__(self):
         if self.num_train < 1 or self.max_objects < 1:
             raise ConfigError(f"num_train and max_objects must be >= 1, got {self.num_train} and {self.max_objects}")
+        if not 0.0 <= self.partial_captions <= 1.0:
+            raise ConfigError(f"data.partial_captions must be in [0, 1], got {self.partial_captions}")
 
 
 @dataclass

@@ -187,6 +187,7 @@ def test_bad_values_are_one_line_errors_before_any_work(capsys, tmp_path):
         (["demo", "--size", "24"], "size 24 is not a size this autoencoder takes"),
         (["demo", "--device", "tpu"], "device must be one of"),
         (["demo", "--sample.guidance=-3"], "guidance must be a finite number in [0.0, 100.0]"),
+        (["demo", "--data.partial_captions=1.5"], "data.partial_captions must be in [0, 1], got 1.5"),
     ]
     for argv, words in cases:
         out = tmp_path / "never"

@@ -13,7 +13,9 @@ from minildm.datasets import (
     ShapesConfig,
     ShapesDataset,
     caption_for,
+    partial_captions,
     prompt_for,
+    prompt_parts,
 )
 from minildm.datasets.captions import (
     COLOUR_WORDS,
@@ -160,6 +162,51 @@ def test_prompts_and_captions():
     assert all(POSITION_WORDS[p][0] in prompt_for(0, 0, 0, p) for p in POSITIONS)
     with pytest.raises(ValueError):
         relations_between("centre", "centre")
+
+
+def test_partial_captions_leave_out_the_colour_or_the_shape():
+    main = {"shape": "square", "colour": "green", "size": "large", "position": "right"}
+    other = {"shape": "circle", "colour": "red", "size": "small", "position": "left"}
+    rng = np.random.default_rng(0)
+    shape_words, colour_words = set(SHAPE_WORDS["square"]), set(COLOUR_WORDS["green"])
+    for _ in range(50):
+        no_colour = caption_for([main], rng, omit="colour")
+        no_shape = caption_for([main], rng, omit="shape")
+        assert "green" not in no_colour and any(word in no_colour.split() for word in shape_words), no_colour
+        assert not any(word in no_shape.split() for word in shape_words), no_shape
+        assert "green" in no_shape.split() and ({"shape", "object"} & set(no_shape.split())), no_shape
+        assert "  " not in no_colour and not no_colour.startswith(" ")
+        pair = caption_for([main, other], rng, omit="colour")  # the second object keeps its words
+        assert not (colour_words & set(pair.split())) and "red" in pair.split(), pair
+    with pytest.raises(ValueError, match="omit must be None, 'colour' or 'shape', got 'size'"):
+        caption_for([main], rng, omit="size")
+
+
+def test_partial_captions_share_and_determinism():
+    ds = small(num_samples=2000, max_objects=1)
+    captions = partial_captions(ds.objects, 0.4, seed=3)
+    assert captions == partial_captions(ds.objects, 0.4, seed=3)
+    named = [(set(COLOUR_WORDS[obj[0]["colour"]]), SHAPE_WORDS[obj[0]["shape"]]) for obj in ds.objects]
+    no_colour = sum(not (colours & set(c.split())) for c, (colours, _) in zip(captions, named))
+    no_shape = sum(not any(w in c for w in shapes) for c, (_, shapes) in zip(captions, named))
+    # each is Binomial(2000, 0.2): mean 400, sd 17.9; 5 sd either side
+    assert abs(no_colour - 400) < 90 and abs(no_shape - 400) < 90, (no_colour, no_shape)
+
+    def names_both(caption, colours, shapes):
+        return bool(colours & set(caption.split())) and any(w in caption for w in shapes)
+
+    assert all(names_both(c, *words) for c, words in zip(partial_captions(ds.objects, 0.0, seed=3), named))
+    assert not any(names_both(c, *words) for c, words in zip(partial_captions(ds.objects, 1.0, seed=3), named))
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\], got 1.5"):
+        partial_captions(ds.objects, 1.5, seed=3)
+
+
+def test_prompt_parts_split_the_canonical_prompt():
+    assert prompt_parts("square", "green", "large", "right") == (
+        "a large square on the right",
+        "a large green shape on the right",
+    )
+    assert prompt_parts(2, 5, 0, 4) == ("a small triangle in the centre", "a small purple shape in the centre")
 
 
 def test_pinned_regression():

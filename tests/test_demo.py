@@ -99,3 +99,16 @@ def test_the_demo_trains_and_samples_a_flow_matching_ldm(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["ldm"]["objective"] == "flow" and 0.0 <= report["accuracy"]["colour"] <= 1.0
     assert load_ldm(out / "ldm.pt").config.objective == "flow"
+
+
+def test_the_ldm_trains_on_partial_captions_when_asked():
+    from minildm.config import resolve
+    from minildm.datasets import partial_captions
+    from minildm.train.stages import load_shapes, training_captions
+
+    config = resolve(preset("quick"), {"data.num_train": 64})
+    data = load_shapes(config, "train", 64, config.seed)
+    assert training_captions(config, data) == data.captions
+    partial = resolve(config, {"data.partial_captions": 0.5})
+    captions = training_captions(partial, data)
+    assert captions == partial_captions(data.objects, 0.5, config.seed) and captions != data.captions

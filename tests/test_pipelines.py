@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
-from minildm.diffusion import ScheduleConfig, classifier_free_guidance
+from minildm.diffusion import ScheduleConfig, classifier_free_guidance, composed_guidance
 from minildm.ldm import Condition, LatentDiffusion, LDMConfig
 from minildm.nn import UNetConfig
 from minildm.pipelines import (
@@ -156,6 +156,43 @@ def test_a_negative_prompt_replaces_the_unconditional_branch(text_ldm):
     # the null condition of a text model is the empty prompt
     assert torch.equal(run(None), run(["", ""]))
     assert not torch.allclose(run(None), run(["a green triangle", "a yellow diamond"]))
+
+
+def test_composed_guidance_is_a_sum_of_guidance_directions():
+    """Liu et al. 2022 eq. 10: uncond + sum_i w_i (part_i - uncond); one part is classifier-free
+    guidance, zero weights the unconditional prediction, and it is linear in each weight."""
+    generator = seeded(2)
+    uncond, a, b = (torch.randn(2, 4, 8, 8, generator=generator) for _ in range(3))
+    torch.testing.assert_close(composed_guidance(uncond, [a], [3.0]), classifier_free_guidance(uncond, a, 3.0))
+    torch.testing.assert_close(composed_guidance(uncond, [a, b], [0.0, 0.0]), uncond)
+    torch.testing.assert_close(composed_guidance(uncond, [a, a], [1.5, 2.5]), classifier_free_guidance(uncond, a, 4.0))
+    torch.testing.assert_close(
+        composed_guidance(uncond, [a, b], [2.0, 3.0]) - uncond,
+        (classifier_free_guidance(uncond, a, 2.0) - uncond) + (classifier_free_guidance(uncond, b, 3.0) - uncond),
+    )
+    with pytest.raises(ValueError, match="need one scale per part"):
+        composed_guidance(uncond, [a, b], [1.0])
+    with pytest.raises(ValueError, match="every part must have"):
+        composed_guidance(uncond, [a[:1]], [1.0])
+
+
+def test_a_prompt_composed_with_itself_is_plain_guidance(text_ldm):
+    """The prompt at w = 2 AND the same prompt again at 2 is the prompt at w = 4; the prompt at
+    w = 0 AND itself at 4 too. Other parts change the result."""
+    sampler = make_sampler(text_ldm, "ddim", 3)
+
+    def run(**kwargs):
+        return text_to_image(text_ldm, sampler, PROMPTS, generator=seeded(4), return_latents=True, **kwargs)
+
+    plain = run(guidance_scale=4.0)
+    torch.testing.assert_close(run(guidance_scale=2.0, prompt_parts=[PROMPTS], part_scales=[2.0]), plain)
+    torch.testing.assert_close(run(guidance_scale=0.0, prompt_parts=[PROMPTS], part_scales=[4.0]), plain)
+    other = run(guidance_scale=2.0, prompt_parts=[["a square", "a circle"]], part_scales=[2.0])
+    assert not torch.allclose(other, plain)
+    with pytest.raises(ValueError, match=r"need one scale per entry of prompt_parts \(1\), got 2"):
+        run(guidance_scale=2.0, prompt_parts=[PROMPTS], part_scales=[2.0, 1.0])
+    with pytest.raises(ValueError, match=r"one prompt per sample \(2\), got \[1\]"):
+        run(guidance_scale=2.0, prompt_parts=[["a square"]], part_scales=[2.0])
 
 
 def test_class_guidance_zero_samples_the_null_class(class_ldm):

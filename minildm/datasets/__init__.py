@@ -11,7 +11,7 @@ from minildm.datasets.attributes import (
     SHAPES,
     SIZES,
 )
-from minildm.datasets.captions import caption_for, prompt_for
+from minildm.datasets.captions import caption_for, partial_captions, prompt_for, prompt_parts
 from minildm.datasets.cifar import load_cifar10
 from minildm.datasets.download import (
     DatasetCorruptError,
@@ -44,6 +44,7 @@ __all__ = [
     "ShapesConfig",
     "ShapesDataset",
     "caption_for",
+    "partial_captions",
     "data_root",
     "ensure_file",
     "generate_shapes",
@@ -51,4 +52,5 @@ __all__ = [
     "load_idx_dataset",
     "load_image_folder",
     "prompt_for",
+    "prompt_parts",
 ]

@@ -8,6 +8,14 @@ to learn what the words mean rather than memorise one string per class.
 
 `prompt_for` builds the canonical single-object prompt used to measure caption-match
 accuracy: the attributes it names are exactly the labels the attribute classifier checks.
+`prompt_parts` splits it in two, one naming the shape without the colour and one the colour
+without the shape, for composed guidance (pipelines/text_to_image.py).
+
+Partial captions (`partial_captions`): a caption may leave out the main object's colour ("a
+large square at the top") or say "shape" or "object" for its shape ("a large green object at
+the top"). The held-out (shape, colour) pairs are never shown together; a model that has also
+seen each word alone has more reason to learn what each word does by itself (an experiment,
+`DataConfig.partial_captions`, docs/EXPERIMENTS.md).
 """
 
 import numpy as np
@@ -44,6 +52,8 @@ POSITION_WORDS = {
     "bottom": ("at the bottom", "near the bottom", "at the bottom middle"),
     "bottom right": ("at the bottom right", "in the bottom right corner", "in the lower right"),
 }
+SHAPE_PLACEHOLDERS = ("shape", "object")  # the noun of a caption that does not name the shape
+OMIT = ("colour", "shape")  # what a partial caption may leave out
 # relation of the FIRST object to the second: "a red circle left of a blue square"
 RELATION_WORDS = {
     "left of": ("left of", "to the left of"),
@@ -87,11 +97,14 @@ def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
     return words[rng.integers(len(words))]
 
 
-def caption_for(objects: list[dict], rng: np.random.Generator) -> str:
+def caption_for(objects: list[dict], rng: np.random.Generator, omit: str | None = None) -> str:
     """A caption for one image: `objects` are dicts with shape, colour, size, position names,
-    the main object first. Templates and synonyms are drawn from `rng`."""
+    the main object first. Templates and synonyms are drawn from `rng`. omit="colour" leaves
+    the main object's colour out, omit="shape" names it "shape" or "object" instead."""
     if len(objects) not in (1, 2):
         raise ValueError(f"a caption describes 1 or 2 objects, got {len(objects)}")
+    if omit is not None and omit not in OMIT:
+        raise ValueError(f"omit must be None, 'colour' or 'shape', got {omit!r}")
     main = objects[0]
     words = {
         "size": _pick(rng, SIZE_WORDS[main["size"]]),
@@ -99,8 +112,13 @@ def caption_for(objects: list[dict], rng: np.random.Generator) -> str:
         "shape": _pick(rng, SHAPE_WORDS[main["shape"]]),
         "where": _pick(rng, POSITION_WORDS[main["position"]]),
     }
+    if omit == "colour":
+        words["colour"] = ""
+    elif omit == "shape":
+        words["shape"] = _pick(rng, SHAPE_PLACEHOLDERS)
     if len(objects) == 1:
-        return _pick(rng, SINGLE_TEMPLATES).format(**words)
+        # split and join: no double space where a word was left out
+        return " ".join(_pick(rng, SINGLE_TEMPLATES).format(**words).split())
     other = objects[1]
     relation = _pick(rng, tuple(relations_between(main["position"], other["position"])))
     words.update(
@@ -110,7 +128,21 @@ def caption_for(objects: list[dict], rng: np.random.Generator) -> str:
         where2=_pick(rng, POSITION_WORDS[other["position"]]),
         relation=_pick(rng, RELATION_WORDS[relation]),
     )
-    return _pick(rng, PAIR_TEMPLATES).format(**words)
+    return " ".join(_pick(rng, PAIR_TEMPLATES).format(**words).split())
+
+
+def partial_captions(objects: list[list[dict]], fraction: float, seed: int) -> list[str]:
+    """One caption per image (`objects` as in caption_for); a share `fraction` of them partial,
+    half leaving out the colour and half the shape. Deterministic in `seed`."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, 99])
+    captions = []
+    for image_objects in objects:
+        u = rng.random()
+        omit = None if u >= fraction else ("colour" if u < fraction / 2 else "shape")
+        captions.append(caption_for(image_objects, rng, omit))
+    return captions
 
 
 def prompt_for(shape: str | int, colour: str | int, size: str | int, position: str | int) -> str:
@@ -126,3 +158,12 @@ def prompt_for(shape: str | int, colour: str | int, size: str | int, position: s
         shape=SHAPE_WORDS[shape_name][0],
         where=POSITION_WORDS[position_name][0],
     )
+
+
+def prompt_parts(shape: str | int, colour: str | int, size: str | int, position: str | int) -> tuple[str, str]:
+    """The canonical prompt in two parts, (shape without colour, colour without shape), as a
+    partial caption words them: prompt_parts("square", "green", "large", "right") ->
+    ("a large square on the right", "a large green shape on the right")."""
+    a, size_word, colour_word, shape_word, *where = prompt_for(shape, colour, size, position).split()
+    shape_part = " ".join([a, size_word, shape_word, *where])
+    return shape_part, " ".join([a, size_word, colour_word, SHAPE_PLACEHOLDERS[0], *where])

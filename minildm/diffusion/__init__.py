@@ -7,7 +7,7 @@ from minildm.diffusion.ddpm import DDPMSampler
 from minildm.diffusion.dpm_solver import DPMSolverPlusPlus2MSampler
 from minildm.diffusion.euler import EulerSampler
 from minildm.diffusion.euler_ancestral import EulerAncestralSampler
-from minildm.diffusion.guidance import classifier_free_guidance, rescale_guidance
+from minildm.diffusion.guidance import classifier_free_guidance, composed_guidance, rescale_guidance
 from minildm.diffusion.heun import HeunSampler
 from minildm.diffusion.loss import diffusion_loss, min_snr_weight
 from minildm.diffusion.plms import PLMSSampler
@@ -31,6 +31,7 @@ __all__ = [
     "Sampler",
     "ScheduleConfig",
     "classifier_free_guidance",
+    "composed_guidance",
     "rescale_guidance",
     "diffusion_loss",
     "inference_timesteps",

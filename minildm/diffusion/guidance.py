@@ -19,7 +19,19 @@ conditional prediction's standard deviation, then mixing with factor phi, fixes 
     out = phi out_rescaled + (1 - phi) out_guided
 
 As in diffusers (`rescale_noise_cfg`), it acts on the model's output, whatever it predicts.
+
+Composed guidance (Liu et al., "Compositional Visual Generation with Composable Diffusion
+Models", ECCV 2022, eq. 10, the conjunction AND): a prompt given as several parts c_1 .. c_n
+sums each part's guidance direction,
+
+    eps_guided = eps_uncond + sum_i w_i (eps(x_t, c_i) - eps_uncond)
+
+which with one part is classifier-free guidance again. It asks for an image that each part
+would accept, so a model that has seen "a square" and "a green shape" apart can be asked for
+both at once; it cannot create what no part draws.
 """
+
+from collections.abc import Sequence
 
 import torch
 
@@ -33,6 +45,23 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, g
         )
     # eps_guided = eps_uncond + w (eps_cond - eps_uncond)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def composed_guidance(
+    eps_uncond: torch.Tensor, eps_parts: Sequence[torch.Tensor], scales: Sequence[float]
+) -> torch.Tensor:
+    """eps_uncond + sum_i scales[i] (eps_parts[i] - eps_uncond): Liu et al.'s AND over the parts."""
+    if len(eps_parts) != len(scales) or not eps_parts:
+        raise ValueError(
+            f"need one scale per part and at least one part, got {len(eps_parts)} parts, {len(scales)} scales"
+        )
+    for eps_part in eps_parts:
+        if eps_part.shape != eps_uncond.shape:
+            raise ValueError(
+                f"every part must have eps_uncond's shape {tuple(eps_uncond.shape)}, got {tuple(eps_part.shape)}"
+            )
+    # eps_guided = eps_uncond + sum_i w_i (eps(x_t, c_i) - eps_uncond)
+    return eps_uncond + sum(scale * (eps_part - eps_uncond) for eps_part, scale in zip(eps_parts, scales))
 
 
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:

@@ -31,6 +31,7 @@ from minildm.diffusion import (
     PLMSSampler,
     Sampler,
     classifier_free_guidance,
+    composed_guidance,
     rescale_guidance,
 )
 from minildm.diffusion.flow import FlowEulerSampler
@@ -163,6 +164,19 @@ def guided_model_output(
     # out = out_uncond + w (out_cond - out_uncond)
     guided = classifier_free_guidance(out_uncond, out_cond, guidance_scale)
     return rescale_guidance(guided, out_cond, guidance_rescale) if guidance_rescale else guided
+
+
+def composed_model_output(
+    ldm: LatentDiffusion, z_t: torch.Tensor, t: float | torch.Tensor, uncond: Condition,
+    conds: list[Condition], scales: list[float],
+) -> torch.Tensor:  # fmt: skip
+    """Composed guidance (diffusion/guidance.py, Liu et al. 2022): one U-Net pass over the
+    unconditional half and every condition in `conds`, out_uncond + sum_i w_i (out_i - out_uncond)."""
+    B, n = z_t.shape[0], 1 + len(conds)
+    t = float(t)
+    t_batch = torch.full((n * B,), t, device=z_t.device, dtype=torch.long if t.is_integer() else torch.float32)
+    outs = ldm.predict(torch.cat([z_t] * n), t_batch, Condition.cat([uncond, *conds])).float().chunk(n)
+    return composed_guidance(outs[0], outs[1:], scales)
 
 
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

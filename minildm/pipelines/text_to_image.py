@@ -18,6 +18,7 @@ from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
 from minildm.pipelines.sampling import (
     batch_size_of,
+    composed_model_output,
     conditions,
     guided_model_output,
     initial_noise,
@@ -37,6 +38,8 @@ def text_to_image(
     return_latents: bool = False,
     guidance_rescale: float = 0.0,
     progress: bool = False,
+    prompt_parts: list[list[str]] | None = None,
+    part_scales: list[float] | None = None,
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] (or latents z_0 (B, c, h, w)), one per prompt or class label.
 
@@ -45,13 +48,46 @@ def text_to_image(
     > 1 guided. negative_prompts (B strings) replace the empty prompt of the unconditional branch.
     guidance_rescale phi in [0, 1]: Lin et al.'s rescale of the guided output (diffusion/guidance.py).
     progress: a progress bar over the sampler's steps.
+    prompt_parts, part_scales: composed guidance (Liu et al. 2022, diffusion/guidance.py): each
+    entry of prompt_parts is B more prompts, parts of the prompts, whose guidance direction is
+    added with its scale to the prompts' own (guidance_scale; 0 leaves only the parts).
     """
     B = batch_size_of(prompts, class_labels, num_images)
+    if prompt_parts is not None:
+        return composed_text_to_image(
+            ldm, sampler, prompts, prompt_parts, [guidance_scale, *(part_scales or [])], negative_prompts, generator,
+            return_latents, progress,
+        )  # fmt: skip
     cond, uncond = conditions(ldm, B, prompts, class_labels, negative_prompts, guidance_scale)
     # z_T ~ N(0, I)
     z = initial_noise((B, *ldm.latent_shape()), generator, ldm.device)
     for t in tqdm(sampler.timesteps, desc="denoising", leave=False, disable=not progress):
         model_output = guided_model_output(ldm, z, t, cond, uncond, guidance_scale, guidance_rescale=guidance_rescale)
+        z = sampler.step(model_output, t, z, generator=generator)
+    return z if return_latents else ldm.decode_latents(z)
+
+
+@torch.no_grad()
+def composed_text_to_image(
+    ldm: LatentDiffusion, sampler: Sampler, prompts: list[str] | None, prompt_parts: list[list[str]],
+    scales: list[float], negative_prompts: list[str] | None, generator: torch.Generator | None,
+    return_latents: bool, progress: bool,
+) -> torch.Tensor:  # fmt: skip
+    """text_to_image with composed guidance: scales[0] for the prompts, scales[1:] for the parts."""
+    if prompts is None or ldm.config.conditioning != "text":
+        raise ValueError("prompt_parts need prompts and a text-conditioned model")
+    B = len(prompts)
+    if len(scales) != 1 + len(prompt_parts) or any(len(part) != B for part in prompt_parts):
+        raise ValueError(
+            f"need one scale per entry of prompt_parts ({len(prompt_parts)}), got {len(scales) - 1}, "
+            f"and each entry with one prompt per sample ({B}), got {[len(part) for part in prompt_parts]}"
+        )
+    cond, uncond = conditions(ldm, B, prompts, None, negative_prompts, 0.0)  # any w != 1: an uncond is built
+    conds = [cond, *(ldm.encode_condition(part) for part in prompt_parts)]
+    z = initial_noise((B, *ldm.latent_shape()), generator, ldm.device)
+    for t in tqdm(sampler.timesteps, desc="denoising", leave=False, disable=not progress):
+        # out = out_uncond + w (out(prompt) - out_uncond) + sum_i w_i (out(part_i) - out_uncond)
+        model_output = composed_model_output(ldm, z, t, uncond, conds, scales)
         z = sampler.step(model_output, t, z, generator=generator)
     return z if return_latents else ldm.decode_latents(z)
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from minildm.autoencoder import FirstStage, build_autoencoder, train_autoencoder
 from minildm.config import Config, derive
-from minildm.datasets import ShapesConfig, ShapesDataset
+from minildm.datasets import ShapesConfig, ShapesDataset, partial_captions
 from minildm.ldm import LatentDiffusion
 from minildm.text import CLIPTokenizer, train_bpe
 from minildm.train.runs import show_progress
@@ -58,6 +58,14 @@ def load_shapes(config: Config, split: str, num_samples: int, seed: int) -> Shap
     return ShapesDataset(
         ShapesConfig(size=data.size, num_samples=num_samples, seed=seed, split=split, max_objects=data.max_objects)
     )
+
+
+def training_captions(config: Config, data: ShapesDataset) -> list[str]:
+    """The captions the LDM trains on: the dataset's own, or with `config.data.partial_captions`
+    of them naming only the colour or only the shape (datasets/captions.py)."""
+    if config.data.partial_captions == 0:
+        return data.captions
+    return partial_captions(data.objects, config.data.partial_captions, config.seed)
 
 
 def train_first_stage(config: Config, device: str, out_dir: Path | None = None, overwrite: bool = False) -> FirstStage:
@@ -105,10 +113,11 @@ def train_text_ldm(
     timer = timer if timer is not None else StageTimer()
     with timer("data"):
         data = load_shapes(config, "train", config.data.num_train, config.seed)
-        ldm = build(data.captions) if build is not None else build_text_ldm(config, autoencoder, data.captions)
+        captions = training_captions(config, data)
+        ldm = build(captions) if build is not None else build_text_ldm(config, autoencoder, captions)
     with timer("latents"):
         latents = cache_latents(ldm, data.images, device, progress=config.progress)
-        tokens = ldm.tokenize(data.captions)
+        tokens = ldm.tokenize(captions)
     with timer("LDM training"):
         history = train_ldm(
             ldm, TensorBatches(latents, tokens=tokens), config.train,
