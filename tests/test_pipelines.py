@@ -193,6 +193,10 @@ def test_a_prompt_composed_with_itself_is_plain_guidance(text_ldm):
         run(guidance_scale=2.0, prompt_parts=[PROMPTS], part_scales=[2.0, 1.0])
     with pytest.raises(ValueError, match=r"one prompt per sample \(2\), got \[1\]"):
         run(guidance_scale=2.0, prompt_parts=[["a square"]], part_scales=[2.0])
+    with pytest.raises(ValueError, match="no class_labels and no guidance_rescale"):
+        run(guidance_scale=2.0, prompt_parts=[PROMPTS], part_scales=[2.0], guidance_rescale=0.7)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        run(guidance_scale=-1.0, prompt_parts=[PROMPTS], part_scales=[2.0])
 
 
 def test_class_guidance_zero_samples_the_null_class(class_ldm):

@@ -18,6 +18,7 @@ from minildm.diffusion.sampler import Sampler
 from minildm.ldm import LatentDiffusion
 from minildm.pipelines.sampling import (
     batch_size_of,
+    check_guidance_scale,
     composed_model_output,
     conditions,
     guided_model_output,
@@ -54,6 +55,8 @@ def text_to_image(
     """
     B = batch_size_of(prompts, class_labels, num_images)
     if prompt_parts is not None:
+        if guidance_rescale or class_labels is not None:
+            raise ValueError("prompt_parts compose text prompts; they take no class_labels and no guidance_rescale")
         return composed_text_to_image(
             ldm, sampler, prompts, prompt_parts, [guidance_scale, *(part_scales or [])], negative_prompts, generator,
             return_latents, progress,
@@ -82,7 +85,9 @@ def composed_text_to_image(
             f"need one scale per entry of prompt_parts ({len(prompt_parts)}), got {len(scales) - 1}, "
             f"and each entry with one prompt per sample ({B}), got {[len(part) for part in prompt_parts]}"
         )
-    cond, uncond = conditions(ldm, B, prompts, None, negative_prompts, 0.0)  # any w != 1: an uncond is built
+    check_guidance_scale(scales[0])  # the parts' scales may be negative: Liu et al.'s NOT
+    # (w = 0 asks conditions() for the unconditional branch whatever the prompts' own scale)
+    cond, uncond = conditions(ldm, B, prompts, None, negative_prompts, 0.0)
     conds = [cond, *(ldm.encode_condition(part) for part in prompt_parts)]
     z = initial_noise((B, *ldm.latent_shape()), generator, ldm.device)
     for t in tqdm(sampler.timesteps, desc="denoising", leave=False, disable=not progress):
