@@ -9,10 +9,11 @@ import torch
 
 from minildm.autoencoder import AutoencoderKL, VQAutoencoder
 from minildm.cli import main
-from minildm.config import preset
+from minildm.config import preset, resolve
+from minildm.datasets import partial_captions
 from minildm.datasets.attributes import HELDOUT_COMBINATIONS
 from minildm.ldm import LDMBatch, load_ldm
-from minildm.train.stages import build_text_ldm
+from minildm.train.stages import build_text_ldm, load_shapes, training_captions
 
 STAGES = ("data", "autoencoder", "latents", "LDM training", "sampling and evaluation")
 
@@ -102,10 +103,6 @@ def test_the_demo_trains_and_samples_a_flow_matching_ldm(tmp_path, capsys):
 
 
 def test_the_ldm_trains_on_partial_captions_when_asked():
-    from minildm.config import resolve
-    from minildm.datasets import partial_captions
-    from minildm.train.stages import load_shapes, training_captions
-
     config = resolve(preset("quick"), {"data.num_train": 64})
     data = load_shapes(config, "train", 64, config.seed)
     assert training_captions(config, data) == data.captions
