@@ -12,9 +12,11 @@ MINILDM_TIER=quick|laptop|gpu picks one (laptop if unset); MINILDM_QUICK=1 is th
 
 Trained models are shared, so that no notebook trains what another already did: notebook 04
 trains the first stage into runs/course/<tier>/ and 06 and 07 load it from there; 06 trains
-the text-to-image LDM there as well. In the laptop tier the models of `make demo`
-(runs/demo/autoencoder.pt and ldm.pt, trained on the same preset) are used when present. The
-quick tier shares nothing: every notebook trains its own seconds-long models in memory.
+the text-to-image LDM there as well, and 07 and 09-11 load it. In the laptop tier the models of
+`make demo` (runs/demo/autoencoder.pt and ldm.pt) are used when present and trained as the tier
+trains them: the first stage is the demo's, the LDM trains twice the demo's steps, so the demo's
+ldm.pt is taken only when it was trained with `--train.steps 3600`. The quick tier shares
+nothing: every notebook trains its own seconds-long models in memory.
 """
 
 import os
@@ -153,11 +155,15 @@ def text_ldm(course: Course, autoencoder: FirstStage) -> tuple[LatentDiffusion, 
     found = ldm_file(course)
     if found is not None:
         ldm = load_ldm(found, device=course.device)
-        if ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == autoencoder.config:
-            history = load_checkpoint(found)["training"]["history"]
+        history = load_checkpoint(found)["training"]["history"]
+        same_model = ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == autoencoder.config
+        if same_model and len(history["loss"]) == course.config.train.steps:
             print(f"LDM loaded from {found.relative_to(REPO)} ({len(history['loss'])} training steps)")
             return ldm, history
-        print(f"{found.relative_to(REPO)} holds another LDM than this tier's preset: training a new one")
+        print(
+            f"{found.relative_to(REPO)} holds another LDM than this tier's preset "
+            f"({len(history['loss'])} training steps, the tier trains {course.config.train.steps}): training a new one"
+        )
     start_time = time.perf_counter()
     ldm, history = train_text_ldm(course.config, autoencoder, course.device, course.cache, overwrite=True)
     print(f"LDM trained in {time.perf_counter() - start_time:.0f} s")

@@ -1,0 +1,54 @@
+"""The course's model cache (minildm/course.py): a notebook reuses the tier's LDM only when it was
+trained as the tier trains it, so the laptop tier's longer training is never replaced by the
+shorter `make demo` model."""
+
+import shutil
+
+import pytest
+
+from minildm import course as course_module
+from minildm.config import Config, preset, resolve
+from minildm.course import Course, first_stage, text_ldm
+
+
+@pytest.fixture
+def laptop_course(tmp_path, monkeypatch):
+    """A course that caches like the laptop tier, under tmp_path, with the quick tier's sizes."""
+    monkeypatch.setattr(course_module, "REPO", tmp_path)
+    return Course("laptop", preset("quick"), "cpu")
+
+
+def test_the_cached_ldm_is_reused_only_with_the_tiers_training_steps(laptop_course, tmp_path, capsys):
+    autoencoder = first_stage(laptop_course)
+    _, history = text_ldm(laptop_course, autoencoder)
+    assert len(history["loss"]) == laptop_course.config.train.steps
+    assert "LDM trained" in capsys.readouterr().out
+
+    _, again = text_ldm(laptop_course, autoencoder)
+    assert "LDM loaded from runs/course/laptop/ldm.pt (3 training steps)" in capsys.readouterr().out
+    assert again["loss"] == history["loss"]
+
+    longer = Course("laptop", resolve(preset("quick"), {"train.steps": 4}), "cpu")
+    _, retrained = text_ldm(longer, autoencoder)
+    out = capsys.readouterr().out
+    assert "3 training steps, the tier trains 4" in out and "LDM trained" in out
+    assert len(retrained["loss"]) == 4
+
+    # a `make demo` model is taken first, under the same rule
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "course" / "laptop" / "ldm.pt", tmp_path / "runs" / "demo" / "ldm.pt")
+    _, from_demo = text_ldm(longer, autoencoder)
+    assert "LDM loaded from runs/demo/ldm.pt (4 training steps)" in capsys.readouterr().out
+    assert from_demo["loss"] == retrained["loss"]
+    text_ldm(laptop_course, autoencoder)
+    assert "runs/demo/ldm.pt holds another LDM" in capsys.readouterr().out
+
+
+def test_the_laptop_tier_trains_the_demo_models_longer_on_both_cores():
+    laptop, demo = preset("laptop"), Config()
+    assert (laptop.threads, laptop.train.steps) == (2, 2 * demo.train.steps)
+    assert (laptop.autoencoder, laptop.autoencoder_train, laptop.ldm) == (
+        demo.autoencoder,
+        demo.autoencoder_train,
+        demo.ldm,
+    )
