@@ -46,7 +46,7 @@ def test_the_cached_ldm_is_reused_only_with_the_tiers_training_steps(laptop_cour
 
 def test_the_laptop_tier_trains_the_demo_models_longer_on_both_cores():
     laptop, demo = preset("laptop"), Config()
-    assert (laptop.threads, laptop.train.steps) == (2, 2 * demo.train.steps)
+    assert (laptop.threads, laptop.train.steps) == (2, 3000) and demo.train.steps < 3000
     assert (laptop.autoencoder, laptop.autoencoder_train, laptop.ldm) == (
         demo.autoencoder,
         demo.autoencoder_train,
