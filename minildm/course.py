@@ -22,7 +22,7 @@ nothing: every notebook trains its own seconds-long models in memory.
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -139,10 +139,14 @@ def first_stage(course: Course) -> FirstStage:
         found = course.cache / "autoencoder.pt"
     if found is not None:
         autoencoder = load_autoencoder(found)
-        if autoencoder.config == config.autoencoder:
+        recipe = load_checkpoint(found).get("training", {}).get("train_config")
+        if autoencoder.config == config.autoencoder and recipe == asdict(config.autoencoder_train):
             print(f"autoencoder loaded from {found.relative_to(REPO)}")
             return autoencoder.to(course.device)
-        print(f"{found.relative_to(REPO)} holds another autoencoder than this tier's preset: training a new one")
+        print(
+            f"{found.relative_to(REPO)} holds another autoencoder than this tier's preset, or one trained otherwise: "
+            "training a new one"
+        )
     start_time = time.perf_counter()
     autoencoder = train_first_stage(config, course.device, course.cache, overwrite=True)
     print(f"autoencoder trained in {time.perf_counter() - start_time:.0f} s")

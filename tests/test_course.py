@@ -1,7 +1,8 @@
-"""The course's model cache (minildm/course.py): a notebook reuses the tier's LDM only when it was
-trained as the tier trains it, so the laptop tier's longer training is never replaced by the
-shorter `make demo` model."""
+"""The course's model cache (minildm/course.py): a notebook reuses the tier's autoencoder and LDM
+only when they were trained as the tier trains them, so the laptop tier's longer training is never
+replaced by the shorter `make demo` models."""
 
+import dataclasses
 import shutil
 
 import pytest
@@ -44,11 +45,20 @@ def test_the_cached_ldm_is_reused_only_with_the_tiers_training_steps(laptop_cour
     assert "runs/demo/ldm.pt holds another LDM" in capsys.readouterr().out
 
 
+def test_the_cached_autoencoder_is_reused_only_with_the_tiers_recipe(laptop_course, tmp_path, capsys):
+    first_stage(laptop_course)
+    assert "autoencoder trained" in capsys.readouterr().out
+    first_stage(laptop_course)
+    assert "autoencoder loaded from runs/course/laptop/autoencoder.pt" in capsys.readouterr().out
+    # the same architecture trained on another batch size is not the tier's first stage
+    bigger_batch = Course("laptop", resolve(preset("quick"), {"autoencoder_train.batch_size": 8}), "cpu")
+    first_stage(bigger_batch)
+    out = capsys.readouterr().out
+    assert "or one trained otherwise: training a new one" in out and "autoencoder trained" in out
+
+
 def test_the_laptop_tier_trains_the_demo_models_longer_on_both_cores():
     laptop, demo = preset("laptop"), Config()
     assert (laptop.threads, laptop.train.steps) == (2, 3000) and demo.train.steps < 3000
-    assert (laptop.autoencoder, laptop.autoencoder_train, laptop.ldm) == (
-        demo.autoencoder,
-        demo.autoencoder_train,
-        demo.ldm,
-    )
+    assert laptop.autoencoder_train == dataclasses.replace(demo.autoencoder_train, batch_size=16)
+    assert (laptop.autoencoder, laptop.ldm) == (demo.autoencoder, demo.ldm)
