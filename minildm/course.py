@@ -121,53 +121,66 @@ def demo_file(course: Course, name: str) -> Path | None:
     return path if course.tier == "laptop" and path.is_file() else None
 
 
+def cached_file(course: Course, name: str, misfit) -> Path | None:
+    """runs/demo/<name> (laptop tier, after `make demo`), else the course cache's <name>: the first
+    that was trained as this tier trains it. `misfit(path)` says why a file is not (None: it is)."""
+    candidates = [demo_file(course, name), course.cache / name if course.cache is not None else None]
+    for path in candidates:
+        if path is None or not path.is_file():
+            continue
+        why_not = misfit(course, path)
+        if why_not is None:
+            return path
+        print(f"{path.relative_to(REPO)} holds {why_not}: not used")
+    return None
+
+
+def autoencoder_misfit(course: Course, path: Path) -> str | None:
+    recipe = load_checkpoint(path).get("training", {}).get("train_config")
+    if load_autoencoder(path).config != course.config.autoencoder or recipe != asdict(course.config.autoencoder_train):
+        return "another autoencoder than this tier's preset, or one trained otherwise"
+    return None
+
+
+def ldm_misfit(course: Course, path: Path) -> str | None:
+    ldm = load_ldm(path)
+    steps = len(load_checkpoint(path)["training"]["history"]["loss"])
+    same_model = ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == course.config.autoencoder
+    if not same_model or steps != course.config.train.steps:
+        return (
+            f"another LDM than this tier's preset ({steps} training steps, the tier trains {course.config.train.steps})"
+        )
+    return None
+
+
 def ldm_file(course: Course) -> Path | None:
     """The tier's trained text-to-image LDM: runs/demo/ldm.pt (laptop tier, after `make demo`),
-    else the course cache's ldm.pt (written by notebook 06), else None."""
-    found = demo_file(course, "ldm.pt")
-    if found is None and course.cache is not None and (course.cache / "ldm.pt").is_file():
-        found = course.cache / "ldm.pt"
-    return found
+    else the course cache's ldm.pt (written by notebook 06), whichever was trained as the tier
+    trains it; else None."""
+    return cached_file(course, "ldm.pt", ldm_misfit)
 
 
 def first_stage(course: Course) -> FirstStage:
-    """The tier's autoencoder: from `make demo`, else from the course cache, else trained now
-    (and cached). Notebook 04 calls it first; 06 and 07 find it there."""
-    config = course.config
-    found = demo_file(course, "autoencoder.pt")
-    if found is None and course.cache is not None and (course.cache / "autoencoder.pt").is_file():
-        found = course.cache / "autoencoder.pt"
+    """The tier's autoencoder: from `make demo`, else from the course cache, if trained as the tier
+    trains it; else trained now (and cached). Notebook 04 calls it first; 06 and 07 find it there."""
+    found = cached_file(course, "autoencoder.pt", autoencoder_misfit)
     if found is not None:
-        autoencoder = load_autoencoder(found)
-        recipe = load_checkpoint(found).get("training", {}).get("train_config")
-        if autoencoder.config == config.autoencoder and recipe == asdict(config.autoencoder_train):
-            print(f"autoencoder loaded from {found.relative_to(REPO)}")
-            return autoencoder.to(course.device)
-        print(
-            f"{found.relative_to(REPO)} holds another autoencoder than this tier's preset, or one trained otherwise: "
-            "training a new one"
-        )
+        print(f"autoencoder loaded from {found.relative_to(REPO)}")
+        return load_autoencoder(found).to(course.device)
     start_time = time.perf_counter()
-    autoencoder = train_first_stage(config, course.device, course.cache, overwrite=True)
+    autoencoder = train_first_stage(course.config, course.device, course.cache, overwrite=True)
     print(f"autoencoder trained in {time.perf_counter() - start_time:.0f} s")
     return autoencoder.to(course.device)
 
 
 def text_ldm(course: Course, autoencoder: FirstStage) -> tuple[LatentDiffusion, dict[str, list[float]]]:
     """The tier's text-to-image LDM (EMA weights) and its loss history: from `make demo`, else from
-    the course cache, else trained now on `autoencoder` (and cached)."""
+    the course cache, if trained as the tier trains it; else trained now on `autoencoder` (and cached)."""
     found = ldm_file(course)
     if found is not None:
-        ldm = load_ldm(found, device=course.device)
         history = load_checkpoint(found)["training"]["history"]
-        same_model = ldm.config.unet == course.config.ldm.unet and ldm.autoencoder.config == autoencoder.config
-        if same_model and len(history["loss"]) == course.config.train.steps:
-            print(f"LDM loaded from {found.relative_to(REPO)} ({len(history['loss'])} training steps)")
-            return ldm, history
-        print(
-            f"{found.relative_to(REPO)} holds another LDM than this tier's preset "
-            f"({len(history['loss'])} training steps, the tier trains {course.config.train.steps}): training a new one"
-        )
+        print(f"LDM loaded from {found.relative_to(REPO)} ({len(history['loss'])} training steps)")
+        return load_ldm(found, device=course.device), history
     start_time = time.perf_counter()
     ldm, history = train_text_ldm(course.config, autoencoder, course.device, course.cache, overwrite=True)
     print(f"LDM trained in {time.perf_counter() - start_time:.0f} s")

@@ -9,7 +9,7 @@ import pytest
 
 from minildm import course as course_module
 from minildm.config import Config, preset, resolve
-from minildm.course import Course, first_stage, text_ldm
+from minildm.course import Course, first_stage, ldm_file, text_ldm
 
 
 @pytest.fixture
@@ -43,6 +43,12 @@ def test_the_cached_ldm_is_reused_only_with_the_tiers_training_steps(laptop_cour
     assert from_demo["loss"] == retrained["loss"]
     text_ldm(laptop_course, autoencoder)
     assert "runs/demo/ldm.pt holds another LDM" in capsys.readouterr().out
+    # a demo model trained otherwise does not hide the tier's own cached one
+    _, cached = text_ldm(laptop_course, autoencoder)
+    out = capsys.readouterr().out
+    assert "runs/demo/ldm.pt holds another LDM" in out
+    assert "LDM loaded from runs/course/laptop/ldm.pt (3 training steps)" in out and "LDM trained" not in out
+    assert ldm_file(laptop_course) == tmp_path / "runs" / "course" / "laptop" / "ldm.pt"
 
 
 def test_the_cached_autoencoder_is_reused_only_with_the_tiers_recipe(laptop_course, tmp_path, capsys):
@@ -54,7 +60,17 @@ def test_the_cached_autoencoder_is_reused_only_with_the_tiers_recipe(laptop_cour
     bigger_batch = Course("laptop", resolve(preset("quick"), {"autoencoder_train.batch_size": 8}), "cpu")
     first_stage(bigger_batch)
     out = capsys.readouterr().out
-    assert "or one trained otherwise: training a new one" in out and "autoencoder trained" in out
+    assert "or one trained otherwise: not used" in out and "autoencoder trained" in out
+    # nor is a `make demo` autoencoder trained otherwise taken over the tier's cached one
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    shutil.copy(
+        tmp_path / "runs" / "course" / "laptop" / "autoencoder.pt", tmp_path / "runs" / "demo" / "autoencoder.pt"
+    )
+    first_stage(laptop_course)  # the cache is now retrained on batch 16
+    first_stage(laptop_course)
+    out = capsys.readouterr().out
+    assert "runs/demo/autoencoder.pt holds another autoencoder" in out
+    assert "autoencoder loaded from runs/course/laptop/autoencoder.pt" in out
 
 
 def test_the_laptop_tier_trains_the_demo_models_longer_on_both_cores():
