@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL
-from minildm.checkpoint import CheckpointError
+from minildm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minildm.clip.image_prompt import image_prompt_to_image, image_variations, mean_pairwise_distance
 from minildm.clip.model import CLIP, CLIPConfig
 from minildm.clip.vision import VisionEncoderConfig
@@ -17,6 +17,7 @@ from minildm.pipelines import make_sampler, text_to_image
 from minildm.text import CLIPTokenizer, TextEncoderConfig
 from minildm.train.ip_adapter import (
     IPAdapterTrainConfig,
+    adapter_fits,
     condition_drops,
     embed_images,
     load_ip_adapter,
@@ -103,6 +104,24 @@ def test_scale_zero_is_the_text_only_model_and_a_saved_adapter_samples_the_same(
     assert variations.shape == (2, 3, SIZE, SIZE)
     with pytest.raises(CheckpointError, match="already has an IP-Adapter"):
         load_ip_adapter(fresh, tmp_path / "ip.pt")
+
+
+def test_an_adapter_refuses_an_ldm_it_was_not_trained_on(tmp_path):
+    ldm, clip = tiny_ldm(), tiny_clip()
+    (image_proj, history), config = _train(ldm, clip)
+    save_ip_adapter(ldm, image_proj, config, tmp_path / "ip.pt", history)
+    assert adapter_fits(tiny_ldm(), tmp_path / "ip.pt")  # the same weights, without the adapter
+    other = tiny_ldm()
+    with torch.no_grad():
+        next(other.unet.parameters()).view(-1)[0] += 1e-3
+    assert not adapter_fits(other, tmp_path / "ip.pt")
+    with pytest.raises(CheckpointError, match="trained on another LDM than this one"):
+        load_ip_adapter(other, tmp_path / "ip.pt")
+    # a file written before adapters carried their base's fingerprint still loads, but does not claim to fit
+    legacy = {k: v for k, v in load_checkpoint(tmp_path / "ip.pt").items() if k != "base"}
+    save_checkpoint(legacy, tmp_path / "legacy.pt")
+    assert not adapter_fits(tiny_ldm(), tmp_path / "legacy.pt")
+    load_ip_adapter(tiny_ldm(), tmp_path / "legacy.pt")
 
 
 def test_condition_drops_have_their_probabilities():

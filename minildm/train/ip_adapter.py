@@ -18,6 +18,7 @@ Everything the frozen parts compute is computed once: the latents z0 = s E(x), t
 embeddings, and the text encoder's context for every caption (and for the empty prompt).
 """
 
+import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -162,6 +163,22 @@ def train_ip_adapter(
     return image_proj.eval(), history
 
 
+def base_fingerprint(ldm: LatentDiffusion) -> str:
+    """Which frozen LDM an adapter belongs to: a SHA-256 of its weights, in the order the model holds
+    them, the adapter's own W'_K, W'_V left out (wrapping attn2 renames the weights, not their order)."""
+    digest = hashlib.sha256()
+    for name, tensor in ldm.state_dict().items():
+        if not name.endswith(("k_ip.weight", "v_ip.weight")):
+            digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def adapter_fits(ldm: LatentDiffusion, path: str | os.PathLike) -> bool:
+    """Whether the adapter at `path` was trained on this very LDM (same weights; an adapter saved
+    without its base's fingerprint cannot say, and does not fit)."""
+    return load_checkpoint(path).get("base") == base_fingerprint(ldm)
+
+
 def save_ip_adapter(
     ldm: LatentDiffusion, image_proj: ImageProjection, config: IPAdapterTrainConfig, path: str | os.PathLike,
     history: dict | None = None,
@@ -175,6 +192,7 @@ def save_ip_adapter(
             "image_embed_dim": image_proj.proj.in_features,
             "attention": {name: p.detach().clone() for name, p in adapter_parameters(ldm).items()},
             "history": history or {},
+            "base": base_fingerprint(ldm),
         },
         path,
     )
@@ -185,6 +203,10 @@ def load_ip_adapter(ldm: LatentDiffusion, path: str | os.PathLike) -> tuple[Imag
     state = load_checkpoint(path, required_keys=("kind", "config", "image_proj", "image_embed_dim", "attention"))
     if state["kind"] != KIND:
         raise CheckpointError(f"{path} holds a {state['kind']!r}, expected an IP-Adapter ({KIND!r})")
+    if "base" in state and state["base"] != base_fingerprint(ldm):
+        raise CheckpointError(
+            f"{path} was trained on another LDM than this one (other weights): train it again for this one"
+        )
     try:
         config = tree_from_dict(IPAdapterTrainConfig, state["config"])
         add_ip_adapter(ldm.unet, config.num_tokens)
