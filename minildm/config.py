@@ -178,10 +178,9 @@ class Config:
 def preset(name: str) -> Config:
     """The `quick`, `laptop` or `gpu` configuration, derived and checked."""
     if name == "laptop":
-        # the base models on both cores of a machine running nothing else, the LDM trained 3,000
-        # steps: 1,800 leave held-out shape at 46-54% on seed 0, 3,000 reach what the autoencoder
-        # lets through and fit notebook 06 in its 10 minutes (docs/EXPERIMENTS.md, *Held-out shape
-        # in the course*)
+        # the base models on both cores of a machine running nothing else, the LDM trained longer:
+        # 3,000 steps fit notebook 06 in its 10 minutes (why this many: docs/EXPERIMENTS.md,
+        # *Held-out shape in the course*)
         return resolve(Config(), {"threads": 2, "train.steps": 3000})
     if name == "quick":
         config = Config(

@@ -14,8 +14,8 @@ Trained models are shared, so that no notebook trains what another already did: 
 trains the first stage into runs/course/<tier>/ and 06 and 07 load it from there; 06 trains
 the text-to-image LDM there as well, and 07 and 09-11 load it. In the laptop tier the models of
 `make demo` (runs/demo/autoencoder.pt and ldm.pt) are used when present and trained as the tier
-trains them: the first stage is the demo's, the LDM trains 3,000 steps to the demo's 1,800, so
-the demo's ldm.pt is taken only when it was trained with `--train.steps 3000`. The quick tier shares
+trains them: `make demo` trains the laptop preset, so its models are taken, and a demo run with
+other flags (another recipe, another number of steps) is passed over. The quick tier shares
 nothing: every notebook trains its own seconds-long models in memory.
 """
 

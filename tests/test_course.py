@@ -1,6 +1,6 @@
 """The course's model cache (minildm/course.py): a notebook reuses the tier's autoencoder and LDM
-only when they were trained as the tier trains them, so the laptop tier's longer training is never
-replaced by the shorter `make demo` models."""
+only when they were trained as the tier trains them, so a model trained otherwise (a `make demo`
+run with other flags, an earlier preset) never stands in for the tier's own."""
 
 import shutil
 
