@@ -10,6 +10,10 @@ SAMPLER,STEPS,GUIDANCE[,RESCALE]. For every setting the table gives the mean +- 
 over the runs of the judge's held-out accuracy (shape, colour, size, position), one image per
 prompt, the demo's sampling seed. The first setting, the demo's own (ddim, 25, 4), reproduces
 each run's report.
+
+`--draw K` (K > 0) judges another draw of held-out prompts instead (the same held-out
+(shape, colour) pairs, other sizes, positions and noise: labels from seed + 1 + 1000 K, noise from
+seed + 1000 K), so that a setting can be chosen on one draw and then judged on the demo's own.
 """
 
 import argparse
@@ -48,12 +52,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", default=["runs/demo"], help="demo output folders (runs/demo: `make demo`)")
     parser.add_argument("--settings", nargs="+", default=["ddim,25,4"], help="SAMPLER,STEPS,GUIDANCE[,RESCALE]")
+    parser.add_argument("--draw", type=int, default=0, help="0: the demo's own prompts; K > 0: another draw of them")
     args = parser.parse_args()
     torch.set_num_threads(1)
     judge = load_or_train_shapes_classifier(size=32, device="cpu")
     results: dict[str, list[dict[str, float]]] = {}
     for run in map(Path, args.runs):
         base = run_config(run)
+        base = dataclasses.replace(base, seed=base.seed + 1000 * args.draw)
         ldm = load_ldm(run / "ldm.pt", device="cpu")
         labels = load_shapes(base, "heldout", 2 * base.eval.num_prompts, base.seed + 1).labels[: base.eval.num_prompts]
         prompts = canonical_prompts(labels)

@@ -9,7 +9,7 @@ vq.py              VectorQuantizer and VQAutoencoder
 perceptual.py      LPIPS, loaded only when its pretrained backbone is really there
 discriminator.py   PatchGAN discriminator
 losses.py          L1 + LPIPS + GAN with the adaptive weight; hinge and non-saturating
-scale_factor.py    scale_factor = 1 / std(z)
+scale_factor.py    scale_factor = 1 / std(z), or per channel (z - mean) / std (latent_norm)
 first_stage.py     FirstStage: the interface both implement (encode/decode scaled latents), build_autoencoder
 saving.py          checkpoints: save_autoencoder, load_autoencoder
 train.py           AutoencoderTrainConfig (and its short-run preset .fast_cpu), train_autoencoder

@@ -9,6 +9,8 @@ base_channels=128, channel_mult=(1, 2, 4, 4), num_res_blocks=2, latent_channels=
 from dataclasses import dataclass
 
 KINDS = ("kl", "vq")
+# how latents are brought to unit scale for diffusion (scale_factor.py)
+LATENT_NORMS = ("global", "channel")
 
 
 @dataclass
@@ -23,11 +25,15 @@ class AutoencoderConfig:
     norm_groups: int = 32  # GroupNorm groups; every level's channel count must be a multiple
     codebook_size: int = 512  # VQ only: number of codebook vectors |Z|
     commitment_beta: float = 0.25  # VQ only: beta in ||z_e - sg[e]||^2 (van den Oord et al. 2017)
+    # "global": LDM's one scale factor 1/std(z); "channel": each channel to mean 0, std 1 (EDM2)
+    latent_norm: str = "global"
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)  # asdict -> json -> list; keep it a tuple
         if self.kind not in KINDS:
             raise ValueError(f"autoencoder kind must be 'kl' or 'vq', got {self.kind!r}")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(f"latent_norm must be 'global' or 'channel', got {self.latent_norm!r}")
         if len(self.channel_mult) == 0:
             raise ValueError("channel_mult must have at least one level, got ()")
         for mult in self.channel_mult:

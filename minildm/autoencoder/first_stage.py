@@ -10,7 +10,8 @@ stages never ask which one they have:
     reconstruct(x)    = D(E(x))
     regularized_forward(x, generator) -> (x~, L_reg, logs)   for training: KL term or L_vq
 
-with s = scale_factor = 1 / std(z) (LDM sec. 4.3.2, App. D.1; scale_factor.py).
+with s = scale_factor = 1 / std(z) (LDM sec. 4.3.2, App. D.1; scale_factor.py), or with
+latent_norm="channel" each channel standardised, (z[c] - mean[c]) / std[c] (EDM2).
 """
 
 from typing import Protocol, runtime_checkable

@@ -22,6 +22,7 @@ from torch import nn
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.distribution import DiagonalGaussian
 from minildm.autoencoder.encoder_decoder import Decoder, Encoder
+from minildm.autoencoder.scale_factor import from_diffusion, register_latent_norm, to_diffusion
 
 
 class AutoencoderKL(nn.Module):
@@ -39,8 +40,8 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
         self.decoder = Decoder(config)
-        # 1 / std of the latents over the data; 1.0 until compute_scale_factor() sets it
-        self.register_buffer("scale_factor", torch.tensor(1.0))
+        # scale_factor (and per channel a latent_shift), set by compute_scale_factor()
+        register_latent_norm(self, config)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) for images x (B, 3, H, W) in [-1, 1]."""
@@ -64,11 +65,11 @@ class AutoencoderKL(nn.Module):
         """The diffusion model's input: scale_factor * z, z = mu(x) (or z ~ q(z|x) with sample=True)."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample else posterior.mode()
-        return z * self.scale_factor
+        return to_diffusion(self, z)
 
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
         """Images from the diffusion model's latents: D(z_scaled / scale_factor)."""
-        return self.decode(z_scaled / self.scale_factor)
+        return self.decode(from_diffusion(self, z_scaled))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """x~ = D(mu(x)), the deterministic reconstruction."""

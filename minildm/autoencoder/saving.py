@@ -1,11 +1,13 @@
 """Autoencoder checkpoints: {"kind", "config": asdict(config) (with its kind, "kl" or "vq"), "state_dict",
-"scale_factor"},
+"scale_factor" (a float, or one per channel with latent_norm="channel")},
 written atomically and read with weights_only=True (minildm/checkpoint.py). A training
 run adds a "training" entry (step, optimizer and discriminator states, history) for resume.
 """
 
 import os
 from dataclasses import asdict
+
+import torch
 
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.first_stage import FirstStage, build_autoencoder
@@ -18,7 +20,7 @@ def autoencoder_checkpoint(model: FirstStage) -> dict:
         "config": asdict(model.config),
         "kind": "minildm.Autoencoder",
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "scale_factor": float(model.scale_factor),
+        "scale_factor": model.scale_factor.tolist(),  # a float, or one per channel (latent_norm="channel")
     }
 
 
@@ -43,10 +45,14 @@ def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
         raise CheckpointError(
             f"this autoencoder checkpoint does not match this version of minildm: {error_summary(err)}"
         ) from err
-    if abs(float(model.scale_factor) - checkpoint["scale_factor"]) > 1e-6 * abs(checkpoint["scale_factor"]):
+    try:
+        stored = torch.tensor(checkpoint["scale_factor"], dtype=model.scale_factor.dtype)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint scale_factor is not a number or a list of numbers: {error_summary(err)}") from err
+    if stored.shape != model.scale_factor.shape or not torch.allclose(stored, model.scale_factor, rtol=1e-6, atol=0):
         raise CheckpointError(
             f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's "
-            f"{float(model.scale_factor)}"
+            f"{model.scale_factor.tolist()}"
         )
     return model.eval()
 

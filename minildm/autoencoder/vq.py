@@ -29,6 +29,7 @@ from torch import nn
 
 from minildm.autoencoder.config import AutoencoderConfig
 from minildm.autoencoder.encoder_decoder import Decoder, Encoder
+from minildm.autoencoder.scale_factor import from_diffusion, register_latent_norm, to_diffusion
 
 
 @dataclass
@@ -93,8 +94,8 @@ class VQAutoencoder(nn.Module):
         self.quantizer = VectorQuantizer(config.codebook_size, c, config.commitment_beta)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
         self.decoder = Decoder(config)
-        # 1 / std of the (pre-quantization) latents over the data; 1.0 until computed
-        self.register_buffer("scale_factor", torch.tensor(1.0))
+        # scale_factor (and per channel a latent_shift), set by compute_scale_factor()
+        register_latent_norm(self, config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The continuous latent z_e (B, c, h, w), before quantization."""
@@ -115,11 +116,11 @@ class VQAutoencoder(nn.Module):
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """The diffusion model's input: scale_factor * z_e (before quantization, as LDM-VQ: the
         decoder quantizes, LDM sec. 3.1)."""
-        return self.encode(x) * self.scale_factor
+        return to_diffusion(self, self.encode(x))
 
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
         """Images from the diffusion model's latents: D(quantize(z_scaled / scale_factor))."""
-        return self.decode(z_scaled / self.scale_factor)
+        return self.decode(from_diffusion(self, z_scaled))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """x~ = D(quantize(E(x)))."""
