@@ -14,8 +14,12 @@ import pytest
 import torch
 
 from minildm.autoencoder import AutoencoderConfig, AutoencoderKL, VQAutoencoder, compute_scale_factor
-from minildm.autoencoder.saving import autoencoder_checkpoint, autoencoder_from_checkpoint, load_autoencoder
-from minildm.autoencoder.saving import save_autoencoder
+from minildm.autoencoder.saving import (
+    autoencoder_checkpoint,
+    autoencoder_from_checkpoint,
+    load_autoencoder,
+    save_autoencoder,
+)
 from minildm.autoencoder.scale_factor import sampled_latents
 from minildm.checkpoint import CheckpointError
 from minildm.config import ConfigError, preset, resolve

@@ -48,7 +48,9 @@ def autoencoder_from_checkpoint(checkpoint: dict) -> FirstStage:
     try:
         stored = torch.tensor(checkpoint["scale_factor"], dtype=model.scale_factor.dtype)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint scale_factor is not a number or a list of numbers: {error_summary(err)}") from err
+        raise CheckpointError(
+            f"checkpoint scale_factor is not a number or a list of numbers: {error_summary(err)}"
+        ) from err
     if stored.shape != model.scale_factor.shape or not torch.allclose(stored, model.scale_factor, rtol=1e-6, atol=0):
         raise CheckpointError(
             f"checkpoint scale_factor {checkpoint['scale_factor']} disagrees with its state_dict's "
