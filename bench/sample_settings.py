@@ -8,8 +8,8 @@ Each RUN is a folder written by `python -m minildm demo` (ldm.pt and report.json
 gives the seed and so the same held-out prompts the demo judged). A setting is
 SAMPLER,STEPS,GUIDANCE[,RESCALE]. For every setting the table gives the mean +- standard deviation
 over the runs of the judge's held-out accuracy (shape, colour, size, position), one image per
-prompt, the demo's sampling seed. The first setting, the demo's own (ddim, 25, 4), reproduces
-each run's report.
+prompt, the demo's sampling seed. With `--draw 0` (the default) the first setting, the demo's
+own (ddim, 25, 4), reproduces each run's report.
 
 `--draw K` (K > 0) judges another draw of held-out prompts instead (the same held-out
 (shape, colour) pairs, other sizes, positions and noise: labels from seed + 1 + 1000 K, noise from
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["ddim,25,4"], help="SAMPLER,STEPS,GUIDANCE[,RESCALE]")
     parser.add_argument("--draw", type=int, default=0, help="0: the demo's own prompts; K > 0: another draw of them")
     args = parser.parse_args()
+    if args.draw < 0:
+        parser.error(f"--draw must be 0 (the demo's prompts) or a positive draw number, got {args.draw}")
     torch.set_num_threads(1)
     judge = load_or_train_shapes_classifier(size=32, device="cpu")
     results: dict[str, list[dict[str, float]]] = {}

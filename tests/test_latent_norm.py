@@ -20,7 +20,7 @@ from minildm.autoencoder.saving import (
     load_autoencoder,
     save_autoencoder,
 )
-from minildm.autoencoder.scale_factor import sampled_latents
+from minildm.autoencoder.scale_factor import from_diffusion, sampled_latents, to_diffusion
 from minildm.checkpoint import CheckpointError
 from minildm.config import ConfigError, preset, resolve
 
@@ -44,15 +44,32 @@ def images(n: int = 16, size: int = 16) -> torch.Tensor:
 @pytest.mark.parametrize("model_class", [AutoencoderKL, VQAutoencoder])
 def test_each_channel_is_standardised(model_class):
     model, x = model_for(model_class, "channel"), images()
-    scale = compute_scale_factor(model, x, seed=3)
+    compute_scale_factor(model, x, seed=3)
     assert model.scale_factor.shape == model.latent_shift.shape == (3,)
-    torch.testing.assert_close(scale, model.scale_factor)
     z = sampled_latents(model, x, seed=3)  # the same draws compute_scale_factor used
     standardised = (z - model.latent_shift.view(1, -1, 1, 1)) * model.scale_factor.view(1, -1, 1, 1)
     torch.testing.assert_close(standardised.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(standardised.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5, rtol=0)
     # the channels really differed: one number could not have standardised them all
     assert z.std(dim=(0, 2, 3)).max() / z.std(dim=(0, 2, 3)).min() > 1.05
+    # and the model applies exactly that map: (z - shift) * scale on its deterministic latents
+    with torch.no_grad():
+        encoded = model.encode(x)
+        raw = encoded if isinstance(encoded, torch.Tensor) else encoded.mode()
+        expected = (raw - model.latent_shift.view(1, -1, 1, 1)) * model.scale_factor.view(1, -1, 1, 1)
+        latents = model.encode_latents(x)
+    torch.testing.assert_close(latents, expected)
+    if model_class is VQAutoencoder:  # z_e is deterministic: the model's own latents are standardised
+        torch.testing.assert_close(latents.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+        torch.testing.assert_close(latents.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("latent_norm", ["global", "channel"])
+def test_from_diffusion_inverts_to_diffusion(latent_norm):
+    model = model_for(AutoencoderKL, latent_norm)
+    compute_scale_factor(model, images())
+    z = torch.randn(5, 3, 4, 4) * 3 + 1
+    torch.testing.assert_close(from_diffusion(model, to_diffusion(model, z)), z)
 
 
 def test_shift_and_scale_equal_numpys_per_channel_mean_and_std():

@@ -12,8 +12,9 @@ The diffusion model does not see z but z * scale_factor, scaled to unit variance
     encode_latents(x) = scale_factor * mu(x)   (sample=True draws z ~ q(z|x), as LDM and SD train)
     decode_latents(z_scaled) = D(z_scaled / scale_factor)
 
-These two and `reconstruct` are the first-stage interface that VQAutoencoder implements too
-(first_stage.py), so the latent diffusion model never asks which autoencoder it has.
+(or each channel standardised, with latent_norm="channel"). These two and `reconstruct` are the
+first-stage interface that VQAutoencoder implements too (first_stage.py), so the latent
+diffusion model never asks which autoencoder it has.
 """
 
 import torch
@@ -62,13 +63,14 @@ class AutoencoderKL(nn.Module):
     def encode_latents(
         self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """The diffusion model's input: scale_factor * z, z = mu(x) (or z ~ q(z|x) with sample=True)."""
+        """The diffusion model's input: scale_factor * z, z = mu(x) (or z ~ q(z|x) with sample=True);
+        per channel (z - latent_shift) * scale_factor with latent_norm="channel" (scale_factor.py)."""
         posterior = self.encode(x)
         z = posterior.sample(generator) if sample else posterior.mode()
         return to_diffusion(self, z)
 
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
-        """Images from the diffusion model's latents: D(z_scaled / scale_factor)."""
+        """Images from the diffusion model's latents: D(z_scaled / scale_factor) (per channel: + latent_shift)."""
         return self.decode(from_diffusion(self, z_scaled))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,10 @@ step would not reach noise. So LDM rescales once, before diffusion, with a singl
 and diffusion runs on scale_factor * z; the decoder gets z_scaled / scale_factor back. The
 number belongs to the autoencoder's weights, so it is stored in its checkpoint.
 
-One number scales every channel alike, and a small autoencoder's channels need not be alike:
-the laptop tier's first stages give channel stds from 0.3 to 1.5 after the global factor, with
-means up to 0.6. A channel with half the std has a quarter of the SNR the schedule was designed
-for, so its content is lost to noise early in the forward process. `latent_norm="channel"`
+One number scales every channel alike, and an autoencoder's channels need not be alike: after
+the global factor one channel may have twice the std of another, and a mean far from 0. A
+channel with half the std has a quarter of the SNR the schedule was designed for, so its
+content is lost to noise early in the forward process. `latent_norm="channel"`
 standardises each channel c instead, as EDM2 (Karras et al. 2024) does for SD's latents:
 
     z_scaled[c] = (z[c] - latent_shift[c]) * scale_factor[c],

@@ -115,11 +115,12 @@ class VQAutoencoder(nn.Module):
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """The diffusion model's input: scale_factor * z_e (before quantization, as LDM-VQ: the
-        decoder quantizes, LDM sec. 3.1)."""
+        decoder quantizes, LDM sec. 3.1); per channel with latent_norm="channel" (scale_factor.py)."""
         return to_diffusion(self, self.encode(x))
 
     def decode_latents(self, z_scaled: torch.Tensor) -> torch.Tensor:
-        """Images from the diffusion model's latents: D(quantize(z_scaled / scale_factor))."""
+        """Images from the diffusion model's latents: D(quantize(z_scaled / scale_factor)), per channel
+        D(quantize(z_scaled / scale_factor + latent_shift))."""
         return self.decode(from_diffusion(self, z_scaled))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
