@@ -146,6 +146,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     config = command_config(args)
+    if args.autoencoder:  # as train-ldm: the file's first stage, so the report records the one used
+        autoencoder = load_autoencoder(args.autoencoder)
+        config = resolve(config, {f"autoencoder.{k}": v for k, v in dataclasses.asdict(autoencoder.config).items()})
     check_sampler_fits(config)
     out = writable_folder(args.out)
     device = start(config)

@@ -90,6 +90,8 @@ def test_the_demo_runs_on_a_vq_first_stage_and_refuses_to_overwrite_it(tmp_path,
     ]
     assert main(args) == 0
     assert (out / "ldm.pt").read_bytes() != before
+    # the report records the first stage it used (the file's VQ), not the flags' default (KL)
+    assert json.loads((out / "report.json").read_text())["config"]["autoencoder"]["kind"] == "vq"
 
 
 def test_the_demo_trains_and_samples_a_flow_matching_ldm(tmp_path, capsys):
