@@ -14,6 +14,7 @@ own (ddim, 25, 4), reproduces each run's report.
 `--draw K` (K > 0) judges another draw of held-out prompts instead (the same held-out
 (shape, colour) pairs, other sizes, positions and noise: labels from seed + 1 + 1000 K, noise from
 seed + 1000 K), so that a setting can be chosen on one draw and then judged on the demo's own.
+`--colours` also prints, per run and setting, the colour the judge read for each colour asked.
 """
 
 import argparse
@@ -27,7 +28,7 @@ import torch
 from minildm.config import Config, resolve
 from minildm.evaluate import canonical_prompts, sample_prompts
 from minildm.ldm import load_ldm
-from minildm.metrics import caption_match_accuracy, load_or_train_shapes_classifier
+from minildm.metrics import caption_match_accuracy, drawn_colours, load_or_train_shapes_classifier
 from minildm.train.stages import load_shapes
 
 ATTRIBUTES = ("shape", "colour", "size", "position")
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["runs/demo"], help="demo output folders (runs/demo: `make demo`)")
     parser.add_argument("--settings", nargs="+", default=["ddim,25,4"], help="SAMPLER,STEPS,GUIDANCE[,RESCALE]")
     parser.add_argument("--draw", type=int, default=0, help="0: the demo's own prompts; K > 0: another draw of them")
+    parser.add_argument("--colours", action="store_true", help="print which colour was read for each colour asked")
     args = parser.parse_args()
     if args.draw < 0:
         parser.error(f"--draw must be 0 (the demo's prompts) or a positive draw number, got {args.draw}")
@@ -71,6 +73,10 @@ def main() -> None:
             accuracy = caption_match_accuracy(judge, samples, labels)
             results.setdefault(text, []).append({name: 100 * accuracy[name] for name in ATTRIBUTES})
             print(f"{run} {text}: " + ", ".join(f"{n} {100 * accuracy[n]:.1f}" for n in ATTRIBUTES), flush=True)
+            if args.colours:
+                for asked, read in drawn_colours(judge, samples, labels).items():
+                    misread = ", ".join(f"{n} {k}" for k, n in sorted(read.items(), key=lambda kv: -kv[1]) if n)
+                    print(f"    {asked} asked, read as: {misread}", flush=True)
     print(f"\nheld-out accuracy (%), mean +- sd over {len(args.runs)} runs: {', '.join(args.runs)}")
     print("| sampler, steps, guidance[, rescale] | " + " | ".join(ATTRIBUTES) + " |")
     print("| --- |" + " ---: |" * len(ATTRIBUTES))

@@ -21,7 +21,7 @@ from minildm.metrics import (
     ssim_per_image,
     train_attribute_classifier,
 )  # fmt: skip
-from minildm.metrics.caption_match import drawn_shapes, load_or_train_shapes_classifier
+from minildm.metrics.caption_match import drawn_colours, drawn_shapes, load_or_train_shapes_classifier
 
 
 def scipy_frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -137,3 +137,15 @@ def test_drawn_shapes_counts_the_shape_read_for_each_asked_pair():
     }
     with pytest.raises(ValueError, match="labels must be"):
         drawn_shapes(FixedJudge(read), torch.zeros(5, 3, 8, 8), asked[:, :2])
+
+
+def test_drawn_colours_counts_the_colour_read_for_each_asked_colour():
+    # columns (shape, colour, size, position); colours: red=0 orange=1 yellow=2 green=3
+    asked = torch.tensor([[0, 1, 0, 0], [1, 1, 1, 4], [2, 1, 0, 2], [1, 3, 1, 1]])
+    read = asked.clone()
+    read[:2, 1] = 0  # two of the three orange objects read as red
+    table = drawn_colours(FixedJudge(read), torch.zeros(4, 3, 8, 8), asked)
+    assert table["orange"]["red"] == 2 and table["orange"]["orange"] == 1 and sum(table["orange"].values()) == 3
+    assert table["green"]["green"] == 1 and set(table) == {"orange", "green"}
+    with pytest.raises(ValueError, match="labels must be"):
+        drawn_colours(FixedJudge(read), torch.zeros(4, 3, 8, 8), asked[:, :2])

@@ -2,6 +2,7 @@
 
 from minildm.metrics.caption_match import (
     caption_match_accuracy,
+    drawn_colours,
     drawn_shapes,
     load_or_train_shapes_classifier,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierTrainConfig",
     "caption_match_accuracy",
+    "drawn_colours",
     "drawn_shapes",
     "frechet_distance",
     "frechet_with_floor",

@@ -70,6 +70,24 @@ def drawn_shapes(
     return table
 
 
+def drawn_colours(
+    classifier: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, dict[str, int]]:
+    """For each colour the prompts asked for, how often the judge read each colour:
+    {"orange": {"red": 57, "orange": 13, ...}, ...}. A hue that drifts (orange read as red, yellow
+    as orange) shows here as mass off the diagonal in one direction."""
+    heads = [name for name, _ in classifier.config.heads]
+    if labels.ndim != 2 or labels.shape[1] != len(heads) or len(labels) != len(images):
+        raise ValueError(f"labels must be (N, {len(heads)}) for N={len(images)} images, got {tuple(labels.shape)}")
+    c = heads.index("colour")
+    drawn = classifier.predict(images)[:, c]
+    table = {}
+    for colour in sorted(set(labels[:, c].tolist())):
+        counts = torch.bincount(drawn[labels[:, c] == colour], minlength=len(COLOURS)).tolist()
+        table[COLOURS[colour]] = dict(zip(COLOURS, counts))
+    return table
+
+
 def judge_datasets(size: int, train_samples: int, eval_samples: int) -> dict[str, ShapesDataset]:
     """Single-object images: "train" for the judge (every pair, seed 1000), and fresh
     evaluation sets in the style of the model's train split (seed 2000) and held-out split (seed 2001)."""
