@@ -68,11 +68,6 @@ def sampled_latents(model: nn.Module, images: torch.Tensor, batch_size: int = 64
     return torch.cat(latents).float()
 
 
-def latent_std(model: nn.Module, images: torch.Tensor, batch_size: int = 64, seed: int = 0) -> float:
-    """std of the unscaled latents over `images`, all channels together (see sampled_latents)."""
-    return sampled_latents(model, images, batch_size, seed).std().item()
-
-
 @torch.no_grad()
 def compute_scale_factor(
     model: nn.Module, images: torch.Tensor, batch_size: int = 64, seed: int = 0
