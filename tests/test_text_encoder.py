@@ -97,6 +97,27 @@ def test_pooled_is_the_hidden_state_at_the_end_token_and_ignores_padding():
     assert short < 16
 
 
+def test_mean_pooling_averages_the_states_up_to_the_end_token():
+    tok = CLIPTokenizer.from_merges(train_bpe(["a red circle", "a blue square at the top", "a red square"], 40))
+    cfg = TextEncoderConfig(vocab_size=tok.vocab_size, context_length=16, width=32, num_layers=2, num_heads=4)
+    eos, mean = TextEncoder(cfg).eval(), TextEncoder(TextEncoderConfig(**{**cfg.__dict__, "pool": "mean"})).eval()
+    mean.load_state_dict(eos.state_dict())  # the pooling rule has no weights of its own
+    tokens = tok(["a red circle", "a blue square at the top", "a red square"], context_length=16)
+    ends = (tokens == tok.eot_token_id).int().argmax(dim=-1)
+    with torch.no_grad():
+        hidden, pooled_eos = eos(tokens)
+        hidden_mean, pooled = mean(tokens)
+        _, short_pooled = mean(tokens[:, : int(ends.max()) + 1])
+    torch.testing.assert_close(hidden_mean, hidden, atol=0, rtol=0)  # only the pooled vector changes
+    for row in range(3):  # numpy's mean of the rows 0..end, computed apart from the model
+        expected = torch.from_numpy(hidden[row, : int(ends[row]) + 1].double().numpy().mean(axis=0)).float()
+        torch.testing.assert_close(pooled[row], expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(short_pooled, pooled)  # padding after the end token changes nothing
+    assert not torch.allclose(pooled, pooled_eos)
+    with pytest.raises(ValueError, match="pool must be 'eos' or 'mean', got 'max'"):
+        TextEncoderConfig(**{**cfg.__dict__, "pool": "max"})
+
+
 def test_sdpa_path_and_gradients():
     cfg = TextEncoderConfig(vocab_size=64, context_length=12, width=32, num_layers=2, num_heads=4, activation="gelu")
     encoder = TextEncoder(cfg)

@@ -8,7 +8,8 @@ vector per text (B, width), the hidden state at the end token:
     h_l = h_{l-1} + MHA(LN_1(h_{l-1}), causal mask)          pre-LayerNorm block, l = 1..num_layers
     h_l = h_l + W_2 act(W_1 LN_2(h_l) + b_1) + b_2
     hidden = LN_final(h_num_layers)
-    pooled = hidden[b, position of the end token in y_b]
+    pooled = hidden[b, position of the end token in y_b]                 pool = "eos" (CLIP)
+    pooled = mean of hidden[b, 0..position of the end token in y_b]      pool = "mean"
 
 The causal mask lets token i attend to tokens 0..i only (like GPT-2), so the hidden state at the
 end token has read the whole text and none of the zero padding that follows it.
@@ -23,6 +24,12 @@ means its first occurrence.
 Optional projection (`projection_dim`): CLIP maps the pooled vector into the joint text-image
 space, text_embeds = pooled W_proj (no bias; transformers' `CLIPTextModelWithProjection`, the
 second text encoder of SDXL). `project(pooled)` applies it; forward returns (hidden, pooled) either way.
+
+Mean pooling (`pool="mean"`, not CLIP's): the average of the states from the start token to the
+end token. Under the causal mask the state at a word has read only the words before it, so in
+"a large orange circle" the state at "orange" is the same whatever shape follows; the mean keeps
+it, while the end-token state is one nonlinear function of the whole caption, which a pair of
+words never seen together can take outside what training showed.
 
 activation: "quick_gelu" x * sigmoid(1.702 x) in OpenAI's CLIP (and SD 1.x); "gelu" in OpenCLIP's
 ViT-H/14 (SD 2.x).
@@ -49,6 +56,7 @@ class TextEncoderConfig:
     mlp_width: int | None = None  # the exact hidden width of the MLP (a converted model's intermediate_size)
     activation: str = "quick_gelu"  # "quick_gelu" or "gelu"
     eos_token_id: int | None = None  # None: pool at argmax(ids); an id: at its first occurrence
+    pool: str = "eos"  # the pooled vector: "eos" the end token's state (CLIP), "mean" the mean up to it
     layer_norm_eps: float = 1e-5
     projection_dim: int | None = None  # width of text_embeds = pooled W_proj; None: no projection
     use_sdpa: bool = False  # PyTorch's fused attention (same function, see nn/attention.py)
@@ -59,6 +67,8 @@ class TextEncoderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width % self.num_heads:
             raise ValueError(f"width must be divisible by num_heads, got {self.width} and {self.num_heads}")
+        if self.pool not in ("eos", "mean"):
+            raise ValueError(f"pool must be 'eos' or 'mean', got {self.pool!r}")
         if self.activation not in ("quick_gelu", "gelu"):
             raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
         if not (math.isfinite(self.mlp_ratio) and self.mlp_ratio > 0):
@@ -165,5 +175,10 @@ class TextEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         hidden = self.ln_final(x)  # (B, L, width)
-        pooled = hidden[torch.arange(B, device=tokens.device), self.pool_positions(tokens)]  # (B, width)
+        end = self.pool_positions(tokens)  # (B,)
+        if self.config.pool == "eos":
+            pooled = hidden[torch.arange(B, device=tokens.device), end]  # (B, width)
+        else:  # mean over positions 0..end, padding after the end token left out
+            keep = torch.arange(L, device=tokens.device)[None, :] <= end[:, None]  # (B, L)
+            pooled = (hidden * keep[..., None]).sum(dim=1) / keep.sum(dim=1, keepdim=True)  # (B, width)
         return hidden, pooled
