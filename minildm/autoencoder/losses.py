@@ -83,7 +83,7 @@ class AutoencoderLoss(nn.Module):
         perceptual: nn.Module | None,
         perceptual_weight: float,
         disc_weight: float,
-        disc_start: int,
+        disc_start: int | None,
         gan_loss: str,
         sum_over_pixels: bool,
         pixel_loss: str = "l1",
@@ -103,8 +103,8 @@ class AutoencoderLoss(nn.Module):
         self.pixel_loss = pixel_loss
 
     def gan_active(self, step: int) -> bool:
-        """The GAN terms are on from step `disc_start` (0-based) onwards."""
-        return step >= self.disc_start
+        """The GAN terms are on from step `disc_start` (0-based) onwards; never when it is None."""
+        return self.disc_start is not None and step >= self.disc_start
 
     def reconstruction_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """L_rec = |x - x~| (or |x - x~|^2) + w_p * LPIPS(x, x~), reduced as described in the module docstring."""

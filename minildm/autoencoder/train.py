@@ -49,7 +49,7 @@ class AutoencoderTrainConfig:
     perceptual_weight: float = 1.0  # w_p on LPIPS; 0 turns it off
     lpips_net: str = "alex"
     allow_missing_lpips: bool = True  # without LPIPS's backbone: warn once and go on without it
-    disc_start: int = 1000  # first step with the GAN terms
+    disc_start: int | None = 1000  # first step with the GAN terms; None: no GAN however long the run
     disc_weight: float = 0.5
     gan_loss: str = "hinge"  # or "non_saturating"
     disc_channels: int = 64
@@ -67,6 +67,8 @@ class AutoencoderTrainConfig:
                 "need steps >= 0, batch_size >= 1 and warmup_steps >= 0, "
                 f"got {self.steps}, {self.batch_size}, {self.warmup_steps}"
             )
+        if self.disc_start is not None and self.disc_start < 0:
+            raise ValueError(f"disc_start must be >= 0 (or None: no GAN), got {self.disc_start}")
         if self.image_every < 1 or self.checkpoint_every < 1 or self.scale_factor_images < 1:
             raise ValueError("image_every, checkpoint_every and scale_factor_images must be >= 1")
         for name in ("lr", "kl_weight", "codebook_weight", "perceptual_weight", "disc_weight", "disc_lr"):
@@ -87,7 +89,7 @@ class AutoencoderTrainConfig:
         AutoencoderConfig(base_channels=16, channel_mult=(1, 2, 2), latent_channels=4)."""
         return cls(
             steps=steps, batch_size=8, lr=4e-3, lr_schedule="cosine", warmup_steps=min(50, steps // 10),
-            pixel_loss="mse", perceptual_weight=0.0, disc_start=steps, image_every=max(1, steps),
+            pixel_loss="mse", perceptual_weight=0.0, disc_start=None, image_every=max(1, steps),
             checkpoint_every=max(1, steps),
         )  # fmt: skip
 
