@@ -27,9 +27,9 @@ second text encoder of SDXL). `project(pooled)` applies it; forward returns (hid
 
 Mean pooling (`pool="mean"`, not CLIP's): the average of the states from the start token to the
 end token. Under the causal mask the state at a word has read only the words before it, so in
-"a large orange circle" the state at "orange" is the same whatever shape follows; the mean keeps
-it, while the end-token state is one nonlinear function of the whole caption, which a pair of
-words never seen together can take outside what training showed.
+"a large orange circle" the state at "orange" is the same whatever shape follows, and the mean
+keeps it; the end-token state is one nonlinear function of the whole caption. Whether that helps
+a model draw pairs of words it never saw together is measured in docs/EXPERIMENTS.md.
 
 activation: "quick_gelu" x * sigmoid(1.702 x) in OpenAI's CLIP (and SD 1.x); "gelu" in OpenCLIP's
 ViT-H/14 (SD 2.x).
