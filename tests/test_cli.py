@@ -41,7 +41,7 @@ OTHER_WORDS = {
     "pixel_loss": ["l1", "mse"], "gan_loss": ["non_saturating"], "lpips_net": ["vgg"],
     "beta_schedule": ["scaled_linear", "linear"],
     "prediction_type": ["x0"], "activation": ["gelu"], "objective": ["flow"], "flow_times": ["uniform"],
-    "timesteps": ["flow_times"], "latent_norm": ["channel"], "pool": ["mean"],
+    "timesteps": ["flow_times"], "latent_norm": ["global", "channel"], "pool": ["mean"],
 }  # fmt: skip
 COMPANIONS = {"sample.karras": ["--sample.sampler=euler"]}  # a setting that needs another to be valid
 
