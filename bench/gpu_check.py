@@ -2,7 +2,8 @@
 
 Runs, in order, stopping at the first error:
 1. the demo in the `gpu` preset (`python -m minildm demo --preset gpu`), which trains the
-   laptop models longer: the LDM four times on twice the batch, the first stage twice;
+   laptop models longer: the LDM 7,200 steps (laptop: 3,000) on twice the batch, the first
+   stage 8,000 (4,000);
 2. every notebook in the gpu tier (MINILDM_TIER=gpu), executed by nbconvert;
 3. bench/unet_speed.py and bench/why_latent.py on cuda.
 Then prints one table: each item, its wall time, and the result line it printed.

@@ -183,7 +183,7 @@ def preset(name: str) -> Config:
     if name == "laptop":
         # the base models on both cores of a machine running nothing else, the LDM trained longer:
         # 3,000 steps fit notebook 06 in its 10 minutes (why this many: docs/EXPERIMENTS.md,
-        # *Held-out shape in the course*); the first stage's 4,000 steps fit notebook 04 in its 10
+        # *Held-out shape in the course*); the first stage's 4,000 steps fit notebook 04 in its 10 minutes
         return resolve(Config(), {"threads": 2, "train.steps": 3000})
     if name == "quick":
         config = Config(
@@ -201,8 +201,8 @@ def preset(name: str) -> Config:
                    "ldm.text_encoder.num_layers": 1, "ldm.text_encoder.num_heads": 2}  # fmt: skip
         return resolve(config, smaller)
     if name == "gpu":
-        # the laptop models on one GPU: the LDM trained four times longer on twice the batch, the
-        # first stage twice as long
+        # the laptop models on one GPU, trained longer: the LDM 7,200 steps (the laptop's 3,000) on
+        # twice the batch, the first stage 8,000 (4,000)
         config = Config(
             device="cuda", train=TrainConfig(steps=7200, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999)
         )

@@ -2,10 +2,11 @@
 schedule and a conditioning encoder (Rombach et al., CVPR 2022, sec. 3.2-3.3).
 
 Diffusion runs on latents z = s * E(x), not on pixels; the scale factor s = 1 / std(z)
-brings them to unit variance (LDM sec. 4.3.2, App. D.1). The first stage is any autoencoder of
-the FirstStage interface (autoencoder/first_stage.py: KL or VQ, the paper's LDM-KL and LDM-VQ),
-so this file never asks which one it has. The U-Net eps_theta is trained with the loss of
-LDM eq. 2 (unconditional) or eq. 3 (conditional):
+brings them to unit variance (LDM sec. 4.3.2, App. D.1), or each channel is standardised,
+(z[c] - m_c) / std(z[c]) (latent_norm="channel", EDM2; autoencoder/scale_factor.py).
+The first stage is any autoencoder of the FirstStage interface (autoencoder/first_stage.py:
+KL or VQ, the paper's LDM-KL and LDM-VQ), so this file never asks which one it has. The
+U-Net eps_theta is trained with the loss of LDM eq. 2 (unconditional) or eq. 3 (conditional):
 
     L_LDM = E_{E(x), y, eps ~ N(0, I), t} || eps - eps_theta(z_t, t, tau_theta(y)) ||^2
 

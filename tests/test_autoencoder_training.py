@@ -112,8 +112,8 @@ def test_no_gan_with_disc_start_none_however_long_the_run():
     # the short-run recipe trains without a GAN; a longer run from the command line must not switch one on
     from minildm.config import Config, resolve
 
-    longer = resolve(Config(), {"autoencoder_train.steps": 4000}).autoencoder_train
-    assert longer.steps == 4000 and longer.disc_start is None
+    longer = resolve(Config(), {"autoencoder_train.steps": 8000}).autoencoder_train
+    assert longer.steps == 8000 and longer.disc_start is None
     model, history = train(AutoencoderKL(TINY), images(), tiny_train_config(steps=4, disc_start=None))
     assert len(history["l1"]) == 4 and "g_loss" not in history and "d_loss" not in history
     loss_fn = AutoencoderLoss(PatchDiscriminator(DiscriminatorConfig(3, 8, 2)), None, 0.0, 0.5, None, "hinge", True)

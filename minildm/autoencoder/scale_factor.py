@@ -23,8 +23,9 @@ standardises each channel c instead, as EDM2 (Karras et al. 2024) does for SD's 
     z_scaled[c] = (z[c] - latent_shift[c]) * scale_factor[c],
     latent_shift[c] = mean(z[c]),  scale_factor[c] = 1 / std(z[c])   (over the same sample)
 
-and the decoder gets z_scaled[c] / scale_factor[c] + latent_shift[c] back. "global" (the
-default, and Stable Diffusion's) keeps the one number and no shift.
+and the decoder gets z_scaled[c] / scale_factor[c] + latent_shift[c] back. "global"
+(AutoencoderConfig's default, and Stable Diffusion's) keeps the one number and no shift; the
+presets in minildm/config.py use "channel".
 """
 
 import torch

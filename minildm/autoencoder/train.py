@@ -6,8 +6,9 @@ Each step:
   2. autoencoder step on L_AE = L_rec + lambda * L_G + L_reg (losses.py)
   3. from `disc_start` on: discriminator step on L_D(x, sg[x~])
 The learning rate (both players) warms up, then stays constant (LDM) or decays with a cosine
-(train/lr.py), which helps short runs most. Then scale_factor = 1 / std(z) is computed on a
-sample of the data (scale_factor.py) and stored with the weights.
+(train/lr.py), which helps short runs most. Then scale_factor = 1 / std(z) (or, per channel,
+a mean and a std for each) is computed on a sample of the data (scale_factor.py) and stored with
+the weights.
 
 The loop follows the conventions of the LDM's (train/runs.py): `train_autoencoder(model,
 images, config, device=, out_dir=, seed=, progress=, overwrite=)` returns the history; with
