@@ -7,7 +7,7 @@ eq. 4), the U-Net, the text encoder and the autoencoder frozen:
 
     L = E_{z0, y, c, eps, t} || target - eps_theta(z_t, t, tau_theta(y), c) ||^2
 
-The text is replaced by the empty prompt with probability `cond_drop_prob` (ControlNet sec. 3.4 drops
+The text is replaced by the empty prompt with probability `cond_drop_prob` (ControlNet sec. 3.3 drops
 it half the time, so that the copy learns to read the control alone; the text then keeps colour).
 At sampling time the residuals are multiplied by the conditioning scale s: s = 0 is the base model,
 s = 1 the trained control; classifier-free guidance gives both branches the same control, as
@@ -37,7 +37,7 @@ class ControlTrainConfig:
     seconds: float | None = None  # also stop after this wall time; None: run every step
     batch_size: int = 16
     lr: float = 5e-4
-    cond_drop_prob: float = 0.5  # ControlNet sec. 3.4: half the steps see the empty prompt
+    cond_drop_prob: float = 0.5  # ControlNet sec. 3.3: half the steps see the empty prompt
     seed: int = 0
 
     def __post_init__(self):
