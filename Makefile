@@ -9,19 +9,20 @@ DEMO_OUT ?= runs/demo
 
 # a new .venv takes 5.7 GiB (6.3 GiB with the test references): torch 2.14.1, the release torchvision 0.29.1
 # (which lpips needs) imports with, comes with its CUDA libraries; stop with one line before pip fills the disk
+# (the size of the finished .venv: a lower bound, pip's cache takes some more)
 VENV_GIB     ?= 5.7
 VENV_DEV_GIB ?= 6.3
 need_disk = $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
 	free >= $(1) or sys.exit(f'make: a new $(VENV) needs about $(1) GiB of free disk here, {free:.1f} GiB is free')"
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(call need_disk,$(VENV_GIB))
+	@test -x $(PY) || $(call need_disk,$(VENV_GIB))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml
-	test -x $(PY) || $(call need_disk,$(VENV_DEV_GIB))
+	@test -x $(PY) || $(call need_disk,$(VENV_DEV_GIB))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# k-diffusion's samplers are a parity reference only; its own dependency list would pull wandb and an old numpy
