@@ -20,10 +20,16 @@ def test_a_new_venv_is_refused_in_one_line_when_the_disk_is_too_small(tmp_path, 
         pytest.fail("make is not installed: the README's two commands need it")
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    # a python that runs `-c` but refuses `-m venv`: were the check gone, make would fail here at once instead of
+    # installing 6 GiB into tmp_path
+    python = tmp_path / "python"
+    refuse_venv = '[ "$1" = "-m" ] && { echo "no venv in this test" >&2; exit 97; }'
+    python.write_text(f'#!/bin/sh\n{refuse_venv}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
     free = shutil.disk_usage(tmp_path).free / 2**30
     need = round(free * 10 + 1000)  # more than this disk has, whatever it has
     result = subprocess.run(
-        ["make", "--no-print-directory", target, f"{limit}={need}", f"PYTHON={sys.executable}"],
+        ["make", "--no-print-directory", target, f"{limit}={need}", f"PYTHON={python}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
